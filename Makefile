@@ -1,0 +1,37 @@
+# One-command set-up: `make bench` and `make test` create .venv, install fastagent into it
+# (compiling fastagent/_speedups.pyx) and run. `python3` inside the targets is the venv's,
+# so the agents' `python3 -B -m pytest` finds pytest.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+STAMP  := $(VENV)/.installed
+export PATH := $(BIN):$(PATH)
+
+.PHONY: install bench test lint wheel bench-speedups clean
+
+$(STAMP): pyproject.toml setup.py fastagent/_speedups.pyx
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -c "import fastagent._speedups"
+	touch $@
+
+install: $(STAMP)
+
+bench: $(STAMP)  ## run 100 HumanEval tasks on the built-in simulated endpoint
+	$(BIN)/fastagent bench $(ARGS)
+
+test: $(STAMP)   ## the whole test suite
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+wheel: $(STAMP)
+	$(BIN)/python -m build --outdir dist .
+
+bench-speedups: $(STAMP)
+	$(BIN)/python bench/bench_speedups.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info fastagent/*.so fastagent/_speedups.c

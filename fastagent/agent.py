@@ -1,0 +1,279 @@
+"""The write → pytest → retry loop for one task.
+
+>>> async def demo(client, config, task):
+...     loop = AgentLoop(client, config, workspace_root="/tmp/ws")
+...     result = await loop.run(task, index=0)
+...     return result.status            # "passed", "failed" or "error"
+
+Attempt 1 sends the spec and the pytest module; every later attempt sends the previous
+code and the (bounded) pytest output back. At most ``config.max_retries`` retries.
+Before each attempt the workspace is emptied, so pytest sees only solution.py and
+test_solution.py. A pass counts only when pytest itself reports test_humaneval passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from pathlib import Path
+
+import msgspec
+
+from .config import Config
+from .dataset import Task
+from .llm import Completion, LLMClient, LLMError, Message
+from .speedups import extract_code
+from .telemetry import Telemetry
+from .tools import ExecResult, ToolDispatcher, ToolError, scrubbed_env
+
+SYSTEM_PROMPT = (
+    "You are a careful Python programmer. Implement the requested function so that the "
+    "given pytest module passes. Reply with the complete module (imports, helpers and the "
+    "function) in a single ```python code block."
+)
+SOLUTION_FILE = "solution.py"
+TEST_FILE = "test_solution.py"
+PASS_MARKER = b"PASSED " + TEST_FILE.encode() + b"::test_humaneval"
+
+
+class TaskResult(msgspec.Struct, frozen=True, gc=False):
+    """One row of the results CSV: how a task ended and where its time went (seconds)."""
+
+    task_id: str
+    status: str
+    reason: str
+    attempts: int
+    retries: int
+    first_attempt_pass: bool
+    wall_s: float
+    model_s: float
+    tool_s: float
+    queued_s: float
+    overhead_s: float
+    agent_wait_s: float
+    llm_calls: int
+    llm_retries: int
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_ms: float | None
+    tool_spawn_ms: float | None
+    test_exit: str
+
+
+def build_prompt(task: Task) -> str:
+    """The first user message: the spec to implement and the pytest module that judges it."""
+    return (
+        f"Implement this function in `{SOLUTION_FILE}`:\n\n```python\n{task.spec}```\n\n"
+        f"It must pass this pytest module (`{TEST_FILE}`):\n\n```python\n{task.test}```\n"
+    )
+
+
+def build_feedback(code: str | None, outcome: str) -> tuple[Message, Message]:
+    """The assistant turn (the previous code) and the user turn (what went wrong)."""
+    if code is None:
+        return (
+            Message("assistant", "(no code block)"),
+            Message("user", f"{outcome}\nReply with the complete module in one ```python block."),
+        )
+    return (
+        Message("assistant", f"```python\n{code}```"),
+        Message(
+            "user",
+            f"The tests failed:\n\n```\n{outcome}\n```\n\n"
+            "Fix the code and reply with the complete corrected module in one ```python block.",
+        ),
+    )
+
+
+def describe_run(result: ExecResult, limit: int) -> str:
+    """pytest's output for the model: stdout then stderr, bounded to ``limit`` characters."""
+    text = result.stdout.decode("utf-8", "replace")
+    if result.stderr:
+        text += "\n" + result.stderr.decode("utf-8", "replace")
+    if result.cause == "timeout":
+        text += "\n(the test run was killed: it exceeded its time limit)"
+    elif result.cause == "signal":
+        text += f"\n(the test process was killed by signal {-result.exit_code})"
+    text = text.strip()
+    if len(text) > limit:
+        head = limit * 2 // 3
+        text = f"{text[:head]}\n… [{len(text) - limit} characters cut] …\n{text[-(limit - head) :]}"
+    return text
+
+
+class AgentLoop:
+    """Runs tasks against one client; shares the run's process slots and telemetry."""
+
+    def __init__(
+        self,
+        client: LLMClient,
+        config: Config,
+        *,
+        workspace_root: str | os.PathLike[str],
+        proc_slots: asyncio.Semaphore | None = None,
+        telemetry: Telemetry | None = None,
+    ) -> None:
+        self.client = client
+        self.config = config
+        self.root = Path(workspace_root)
+        self.proc_slots = proc_slots or asyncio.Semaphore(config.max_procs)
+        self.telemetry = telemetry or client.telemetry
+        self.env = scrubbed_env()
+        self.argv = (
+            config.python, "-B", "-P", "-m", "pytest", "-q", "-rA", "--tb=short",
+            "-c", os.devnull, "--rootdir", ".", "--confcutdir", ".", "-p", "no:cacheprovider",
+            TEST_FILE,
+        )  # fmt: skip
+        self.system = Message("system", SYSTEM_PROMPT)
+
+    async def run(self, task: Task, index: int, agent_wait_s: float = 0.0) -> TaskResult:
+        """Take ``task`` to passed, failed or error; never raises for a task-level failure."""
+        stats = _Stats(task.id, agent_wait_s)
+        workspace = self.root / f"task-{index:05d}"
+        self.telemetry.agent_started()
+        try:
+            async with asyncio.timeout(self.config.task_timeout):
+                return await self._loop(task, workspace, stats)
+        except TimeoutError:
+            return stats.finish("error", f"task deadline of {self.config.task_timeout:g}s passed")
+        except LLMError as exc:
+            self.telemetry.count(self.telemetry.error_causes, exc.cause)
+            return stats.finish("error", f"llm: {exc}")
+        except (ToolError, OSError) as exc:
+            self.telemetry.count(self.telemetry.error_causes, "tool")
+            return stats.finish("error", f"tool: {exc}")
+        finally:
+            self.telemetry.agent_finished()
+            if not self.config.keep_workspaces:
+                shutil.rmtree(workspace, ignore_errors=True)
+
+    async def _loop(self, task: Task, workspace: Path, stats: _Stats) -> TaskResult:
+        config = self.config
+        tools = ToolDispatcher(
+            workspace,
+            env={**self.env, "HOME": str(workspace), "TMPDIR": str(workspace)},
+            output_cap=config.output_cap,
+            timeout=config.test_timeout,
+        )
+        first_turn = [self.system, Message("user", build_prompt(task))]
+        messages = first_turn
+        reason = ""
+        for attempt in range(config.max_retries + 1):
+            stats.attempts = attempt + 1
+            t0 = time.monotonic()
+            try:
+                completion = await self.client.complete(messages, task=task.id)
+            finally:
+                stats.model_s += time.monotonic() - t0
+            stats.add_completion(completion)
+            code = extract_code(completion.text)
+            if code is None:
+                reason = "no code block in the reply"
+                messages = [
+                    *first_turn,
+                    *build_feedback(None, "Your reply had no ```python block."),
+                ]
+                continue
+            result = await self._verify(tools, task, code, stats)
+            stats.test_exit = result.cause if result.cause != "exit" else f"exit_{result.exit_code}"
+            if result.exit_code == 0 and PASS_MARKER in result.stdout:
+                return stats.finish("passed", "", first=attempt == 0)
+            reason = "test timeout" if result.timed_out else "tests failed"
+            messages = [
+                *first_turn,
+                *build_feedback(code, describe_run(result, config.feedback_chars)),
+            ]
+        return stats.finish("failed", f"{reason} after {stats.attempts} attempts")
+
+    async def _verify(
+        self, tools: ToolDispatcher, task: Task, code: str, stats: _Stats
+    ) -> ExecResult:
+        telemetry = self.telemetry
+        t0 = time.monotonic()
+        tools.reset()
+        tools.write_file(SOLUTION_FILE, code)
+        tools.write_file(TEST_FILE, task.test)
+        t_wait = time.monotonic()
+        async with self.proc_slots:
+            t_slot = time.monotonic()
+            stats.queued_s += t_slot - t_wait
+            telemetry.event("tool_start", task=task.id, attempt=stats.attempts)
+            try:
+                result = await tools.exec(self.argv)
+            except ToolError as exc:
+                raise ToolError(f"{exc} (is {self.config.python!r} installed?)") from exc
+        t1 = time.monotonic()
+        stats.tool_s += (t_wait - t0) + (t1 - t_slot)
+        telemetry.tool_calls += 1
+        telemetry.hist["tool_spawn"].add(result.spawn_s)
+        telemetry.hist["tool_wall"].add(result.wall_s)
+        cause = result.cause if result.cause != "exit" else f"exit_{result.exit_code}"
+        telemetry.count(telemetry.exit_causes, cause)
+        if stats.tool_spawn_ms is None:
+            stats.tool_spawn_ms = round(result.spawn_s * 1000, 3)
+        telemetry.event(
+            "tool_end",
+            task=task.id,
+            attempt=stats.attempts,
+            cause=cause,
+            spawn=round(result.spawn_s, 6),
+            wall=round(result.wall_s, 6),
+            dropped=result.stdout_dropped + result.stderr_dropped,
+        )
+        return result
+
+
+class _Stats:
+    """Accumulates one task's figures while it runs; frozen into a TaskResult at the end."""
+
+    __slots__ = (
+        "agent_wait_s", "attempts", "completion_tokens", "llm_calls", "llm_retries", "model_s",
+        "prompt_tokens", "queued_s", "started", "task_id", "test_exit", "tool_s", "tool_spawn_ms",
+        "ttft_ms",
+    )  # fmt: skip
+
+    def __init__(self, task_id: str, agent_wait_s: float) -> None:
+        self.task_id = task_id
+        self.agent_wait_s = agent_wait_s
+        self.started = time.monotonic()
+        self.attempts = 0
+        self.model_s = self.tool_s = self.queued_s = 0.0
+        self.llm_calls = self.llm_retries = self.prompt_tokens = self.completion_tokens = 0
+        self.ttft_ms: float | None = None
+        self.tool_spawn_ms: float | None = None
+        self.test_exit = ""
+
+    def add_completion(self, completion: Completion) -> None:
+        self.llm_calls += 1 + completion.retries
+        self.llm_retries += completion.retries
+        self.prompt_tokens += completion.prompt_tokens or 0
+        self.completion_tokens += completion.completion_tokens or completion.chunks
+        if self.ttft_ms is None and completion.ttft is not None:
+            self.ttft_ms = round(completion.ttft * 1000, 3)
+
+    def finish(self, status: str, reason: str, first: bool = False) -> TaskResult:
+        wall = time.monotonic() - self.started
+        overhead = wall - self.model_s - self.tool_s - self.queued_s
+        return TaskResult(
+            task_id=self.task_id,
+            status=status,
+            reason=reason,
+            attempts=self.attempts,
+            retries=max(0, self.attempts - 1),
+            first_attempt_pass=first,
+            wall_s=round(wall, 6),
+            model_s=round(self.model_s, 6),
+            tool_s=round(self.tool_s, 6),
+            queued_s=round(self.queued_s, 6),
+            overhead_s=round(max(0.0, overhead), 6),
+            agent_wait_s=round(self.agent_wait_s, 6),
+            llm_calls=self.llm_calls,
+            llm_retries=self.llm_retries,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            ttft_ms=self.ttft_ms,
+            tool_spawn_ms=self.tool_spawn_ms,
+            test_exit=self.test_exit,
+        )

@@ -1,0 +1,13 @@
+"""Exceptions shared by the compiled and the pure speedups and by the runtime."""
+
+
+class FastAgentError(Exception):
+    """Base class of every error fastagent raises on purpose."""
+
+
+class SSELineTooLong(FastAgentError, ValueError):
+    """An event-stream line (or one event's data) grew past the parser's ``max_line`` cap."""
+
+
+class MalformedChunk(FastAgentError, ValueError):
+    """A chat-completion payload is not valid JSON of the expected shape."""

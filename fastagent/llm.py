@@ -1,0 +1,420 @@
+"""Streaming chat-completion client for any OpenAI-compatible endpoint (aiohttp).
+
+>>> async def demo(config):
+...     async with LLMClient(config) as client:
+...         reply = await client.complete([Message("user", "Write hello world in Python")])
+...         return reply.text
+
+One ClientSession per run with a connector pooled to the run's concurrency. Streams are
+parsed incrementally from raw chunks (``iter_any``; a single SSE line may exceed aiohttp's
+line limit) by the speedups' SSEParser and ``delta_content``. Connection errors, broken
+or malformed streams, 408, 409, 429 and 5xx are retried with exponential backoff and full
+jitter, honouring Retry-After, within a bounded number of attempts and seconds; the whole
+turn is retried and partial output discarded. Any other 4xx raises LLMError at once,
+carrying the server's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from .config import Config
+from .errors import FastAgentError, MalformedChunk, SSELineTooLong
+from .speedups import SSEParser, delta_content
+from .telemetry import Telemetry
+
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+_DONE = b"[DONE]"
+
+
+class Message(msgspec.Struct, array_like=False, gc=False):
+    """One chat message."""
+
+    role: str
+    content: str
+
+
+class LLMError(FastAgentError):
+    """A completion could not be had. ``cause`` is a short machine-readable label."""
+
+    def __init__(
+        self, message: str, cause: str, retryable: bool = False, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class Completion(msgspec.Struct, gc=False):
+    """One finished completion and what it cost (seconds on the monotonic clock)."""
+
+    text: str
+    chunks: int = 0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    ttft: float | None = None
+    e2e: float = 0.0
+    retries: int = 0
+    server_time: float | None = None
+    queue_wait: float | None = None
+
+
+class _Usage(msgspec.Struct, gc=False):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class _Timing(msgspec.Struct, gc=False):
+    received: float
+    first_byte: float | None = None
+    last_byte: float | None = None
+
+
+class _ErrorBody(msgspec.Struct, gc=False):
+    message: str = ""
+
+
+class _Extras(msgspec.Struct, gc=False):
+    usage: _Usage | None = None
+    fastagent_timing: _Timing | None = None
+    error: _ErrorBody | str | None = None
+
+
+class _Request(msgspec.Struct, omit_defaults=True, gc=False):
+    model: str
+    messages: list[Message]
+    stream: bool
+    max_tokens: int | None = None
+    temperature: float | None = None
+    seed: int | None = None
+    stream_options: dict[str, bool] | None = None
+
+
+_decode_extras = msgspec.json.Decoder(_Extras).decode
+_encode = msgspec.json.Encoder().encode
+
+
+class _Attempt:
+    """Mutable per-attempt state of one streamed call; discarded when the turn is retried."""
+
+    __slots__ = ("chunks", "first", "last", "parts", "size", "timing", "usage")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+        self.chunks = 0
+        self.first: float | None = None
+        self.last = 0.0
+        self.usage: _Usage | None = None
+        self.timing: _Timing | None = None
+
+
+class LLMClient:
+    """Chat completions over one pooled aiohttp session; use as an async context manager."""
+
+    def __init__(self, config: Config, telemetry: Telemetry | None = None) -> None:
+        if not config.base_url:
+            raise ValueError("LLMClient needs config.base_url")
+        self.config = config
+        self.telemetry = telemetry or Telemetry()
+        self.url = config.base_url.rstrip("/") + "/chat/completions"
+        self.models_url = config.base_url.rstrip("/") + "/models"
+        self._session: aiohttp.ClientSession | None = None
+        self._rng = random.Random()
+
+    async def __aenter__(self) -> LLMClient:
+        config = self.config
+        connector = aiohttp.TCPConnector(
+            limit=config.concurrency,
+            limit_per_host=config.concurrency,
+            ttl_dns_cache=300,
+            enable_cleanup_closed=True,
+        )
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        if config.api_key:
+            headers["Authorization"] = f"Bearer {config.api_key}"
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                connect=config.connect_timeout,
+                sock_read=config.read_timeout,
+            ),
+            auto_decompress=True,
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("use LLMClient as 'async with LLMClient(config) as client'")
+        return self._session
+
+    async def list_models(self) -> list[str]:
+        """The ids GET {base_url}/models reports; LLMError when the endpoint does not answer."""
+        try:
+            async with self.session.get(
+                self.models_url,
+                timeout=aiohttp.ClientTimeout(total=self.config.connect_timeout + 5),
+            ) as resp:
+                body = await resp.read()
+                if resp.status != 200:
+                    message = _server_message(body)
+                    raise LLMError(
+                        f"GET {self.models_url} answered HTTP {resp.status}: {message}",
+                        f"http_{resp.status}",
+                    )
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise LLMError(f"cannot reach {self.models_url}: {_describe(exc)}", "connect") from exc
+        try:
+            listing = msgspec.json.decode(body)
+            return [str(m["id"]) for m in listing["data"]]
+        except (msgspec.DecodeError, KeyError, TypeError) as exc:
+            raise LLMError(
+                f"{self.models_url} is not an OpenAI-compatible /models endpoint", "not_openai"
+            ) from exc
+
+    async def complete(self, messages: list[Message], *, task: str = "") -> Completion:
+        """One chat completion, retried as the module docstring says."""
+        config = self.config
+        body = _encode(
+            _Request(
+                model=config.model or "default",
+                messages=messages,
+                stream=config.stream,
+                max_tokens=config.max_tokens,
+                temperature=config.temperature,
+                seed=config.seed,
+                stream_options={"include_usage": True} if config.stream else None,
+            )
+        )
+        telemetry = self.telemetry
+        started = time.monotonic()
+        deadline = started + config.retry_budget
+        retries = 0
+        while True:
+            try:
+                completion = await asyncio.wait_for(self._attempt(body, task), config.call_timeout)
+            except TimeoutError:
+                error = LLMError(
+                    f"no complete answer within {config.call_timeout:g}s", "call_timeout", True
+                )
+            except LLMError as exc:
+                error = exc
+            else:
+                completion.retries = retries
+                return completion
+            if not error.retryable or retries >= config.llm_retries:
+                if retries:
+                    error.args = (f"{error.args[0]} (after {retries} retries)",)
+                raise error
+            delay = self._backoff(retries, error.retry_after)
+            if time.monotonic() + delay > deadline:
+                raise LLMError(
+                    f"{error.args[0]} (retry budget of {config.retry_budget:g}s spent)",
+                    error.cause,
+                )
+            retries += 1
+            telemetry.count(telemetry.retry_causes, error.cause)
+            telemetry.event("retry", task=task, cause=error.cause, delay=round(delay, 3))
+            await asyncio.sleep(delay)
+
+    def _backoff(self, retries: int, retry_after: float | None) -> float:
+        config = self.config
+        ceiling = min(config.backoff_max, config.backoff_base * (2**retries))
+        delay = self._rng.uniform(0.0, ceiling)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, config.backoff_max))
+        return delay
+
+    async def _attempt(self, body: bytes, task: str) -> Completion:
+        telemetry = self.telemetry
+        telemetry.llm_calls += 1
+        telemetry.event("request", task=task)
+        sent = time.monotonic()
+        try:
+            async with self.session.post(self.url, data=body) as resp:
+                if resp.status != 200:
+                    raise await _status_error(resp)
+                ctype = resp.headers.get("Content-Type", "")
+                if ctype.startswith("text/event-stream"):
+                    state = await self._read_stream(resp, sent, task)
+                else:
+                    state = await self._read_body(resp)
+        except LLMError:
+            raise
+        except (SSELineTooLong, MalformedChunk) as exc:
+            raise LLMError(f"malformed stream: {exc}", "malformed_stream", True) from exc
+        except UnicodeDecodeError as exc:
+            raise LLMError(f"invalid UTF-8 in stream: {exc}", "malformed_stream", True) from exc
+        except TimeoutError as exc:
+            raise LLMError(
+                f"no data for {self.config.read_timeout:g}s", "read_timeout", True
+            ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise LLMError(f"cannot connect: {_describe(exc)}", "connect", True) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise LLMError(f"connection broken: {_describe(exc)}", "connection", True) from exc
+        done = time.monotonic()
+        return self._finish(state, sent, done, task)
+
+    async def _read_stream(self, resp: aiohttp.ClientResponse, sent: float, task: str) -> _Attempt:
+        state = _Attempt()
+        parser = SSEParser()
+        cap = self.config.max_completion_bytes
+        itl = self.telemetry.hist["itl"]
+        async for raw in resp.content.iter_any():
+            for payload in parser.feed(raw):
+                if payload == _DONE:
+                    return state
+                first = state.chunks == 0
+                if self._take(state, payload, cap, itl) and first:
+                    self.telemetry.event("first_token", task=task, ttft=round(state.last - sent, 6))
+        for payload in parser.close():
+            if payload == _DONE:
+                return state
+            self._take(state, payload, cap, itl)
+        raise LLMError("stream ended before [DONE]", "stream_truncated", True)
+
+    def _take(self, state: _Attempt, payload: bytes, cap: int, itl: Any) -> bool:
+        if not payload:
+            return False
+        content = delta_content(payload)
+        if content:
+            now = time.monotonic()
+            if state.first is None:
+                state.first = now
+            else:
+                itl.add(now - state.last)
+            state.last = now
+            state.chunks += 1
+            state.size += len(content)
+            if state.size > cap:
+                raise LLMError(f"completion larger than {cap} characters", "too_large", False)
+            state.parts.append(content)
+            return True
+        if content is None:
+            self._take_extras(state, payload)
+        return False
+
+    def _take_extras(self, state: _Attempt, payload: bytes) -> None:
+        try:
+            extras = _decode_extras(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return
+        if extras.error is not None:
+            message = extras.error if isinstance(extras.error, str) else extras.error.message
+            raise LLMError(f"server error in stream: {message}", "stream_error", True)
+        if extras.usage is not None:
+            state.usage = extras.usage
+        if extras.fastagent_timing is not None:
+            state.timing = extras.fastagent_timing
+
+    async def _read_body(self, resp: aiohttp.ClientResponse) -> _Attempt:
+        cap = self.config.max_completion_bytes
+        body = await resp.content.read(cap + 1)
+        if len(body) > cap:
+            raise LLMError(f"response larger than {cap} bytes", "too_large", False)
+        state = _Attempt()
+        content = delta_content(body)
+        if content:
+            now = time.monotonic()
+            state.first = state.last = now
+            state.chunks = 1
+            state.parts.append(content)
+        self._take_extras(state, body)
+        return state
+
+    def _finish(self, state: _Attempt, sent: float, done: float, task: str) -> Completion:
+        telemetry = self.telemetry
+        hist = telemetry.hist
+        e2e = done - sent
+        usage = state.usage
+        tokens = usage.completion_tokens if usage and usage.completion_tokens else state.chunks
+        completion = Completion(
+            text="".join(state.parts),
+            chunks=state.chunks,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            e2e=e2e,
+        )
+        hist["llm_e2e"].add(e2e)
+        telemetry.llm_chunks += state.chunks
+        telemetry.output_tokens += tokens
+        telemetry.prompt_tokens += completion.prompt_tokens or 0
+        if state.first is not None:
+            completion.ttft = state.first - sent
+            hist["ttft"].add(completion.ttft)
+            if tokens > 1:
+                hist["tpot"].add((e2e - completion.ttft) / (tokens - 1))
+        timing = state.timing
+        if timing is not None and timing.last_byte is not None:
+            completion.server_time = timing.last_byte - timing.received
+            completion.queue_wait = timing.received - sent
+            hist["llm_overhead"].add(e2e - completion.server_time)
+            hist["llm_queue_wait"].add(completion.queue_wait)
+        telemetry.event(
+            "completion",
+            task=task,
+            e2e=round(e2e, 6),
+            chunks=state.chunks,
+            tokens=tokens,
+            chars=len(completion.text),
+        )
+        return completion
+
+
+async def _status_error(resp: aiohttp.ClientResponse) -> LLMError:
+    body = await resp.content.read(64 * 1024)
+    status = resp.status
+    return LLMError(
+        f"HTTP {status} from {resp.url}: {_server_message(body)}",
+        f"http_{status}",
+        retryable=status in RETRYABLE_STATUS,
+        retry_after=_retry_after(resp.headers.get("Retry-After")),
+    )
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _server_message(body: bytes) -> str:
+    try:
+        extras = _decode_extras(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        extras = None
+    if extras is not None and extras.error is not None:
+        message = extras.error if isinstance(extras.error, str) else extras.error.message
+    else:
+        message = body[:300].decode("utf-8", "replace").strip()
+    return " ".join(message.split())[:300] or "(empty body)"
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return " ".join(text.split())[:300]

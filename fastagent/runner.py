@@ -1,0 +1,356 @@
+"""Fans the tasks over agent slots and process slots on uvloop, and writes the results.
+
+>>> from fastagent.config import Config
+>>> outcome = run_bench(Config(tasks=10))            # doctest: +SKIP
+>>> outcome.summary["passed"], outcome.paths.csv      # doctest: +SKIP
+
+``concurrency`` workers each take the next task from one shared iterator, so a waiting
+task costs nothing until a worker picks it; test processes take one of ``max_procs``
+process slots, so pass counts never depend on machine load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from array import array
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from . import __version__
+from .agent import AgentLoop, TaskResult
+from .config import Config
+from .dataset import Task, default_dataset_path, load_tasks
+from .errors import FastAgentError
+from .llm import LLMClient, LLMError
+from .results import CsvWriter, ResultPaths, nearest_rank, write_json_atomic
+from .speedups import IMPLEMENTATION
+from .telemetry import LagProbe, Sampler, Telemetry, TraceWriter, cpu_seconds, kernel_peak_rss_kib
+
+
+class RunError(FastAgentError):
+    """The run could not start (bad input, unreachable endpoint); nothing was measured."""
+
+
+class RunOutcome(msgspec.Struct):
+    """What run_bench returns: the summary dict, where it was written, and the exit code."""
+
+    summary: dict[str, Any]
+    paths: ResultPaths
+    exit_code: int
+
+
+class _Tally:
+    """Outcome counters kept as the tasks finish (no per-task objects are retained)."""
+
+    def __init__(self) -> None:
+        self.done = self.passed = self.first = self.failed = self.errors = self.retries = 0
+        self.walls = array("d")
+
+    def add(self, result: TaskResult) -> None:
+        self.done += 1
+        self.retries += result.retries
+        self.walls.append(result.wall_s)
+        if result.status == "passed":
+            self.passed += 1
+            self.first += result.first_attempt_pass
+        elif result.status == "failed":
+            self.failed += 1
+        else:
+            self.errors += 1
+
+
+def check_python(python: str) -> str:
+    """The version of pytest that ``python`` imports; RunError when it cannot."""
+    exe = shutil.which(python)
+    if exe is None:
+        raise RunError(
+            f"{python!r} is not on PATH: install Python 3.11+ with pytest or pass --python"
+        )
+    try:
+        proc = subprocess.run(
+            [exe, "-B", "-P", "-c", "import pytest; print(pytest.__version__)"],
+            capture_output=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RunError(f"cannot run {exe}: {exc}") from exc
+    if proc.returncode != 0:
+        raise RunError(
+            f"{exe} cannot import pytest (needs Python 3.11+ and pytest): "
+            f"run '{exe} -m pip install pytest' or pass --python"
+        )
+    return proc.stdout.decode().strip()
+
+
+def run_bench(config: Config, *, log: Callable[[str], None] | None = None) -> RunOutcome:
+    """Run the benchmark described by ``config``; raises RunError/DatasetError on bad input."""
+    import uvloop
+
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    dataset = config.dataset or str(default_dataset_path())
+    tasks = load_tasks(dataset, config.tasks)
+    pytest_version = check_python(config.python)
+    paths = _prepare_results(config.results_dir)
+    work_dir = Path(config.work_dir or Path(config.results_dir).parent / "runs" / paths.stamp)
+    sim = None
+    profile: dict[str, Any] | None = None
+    if not config.base_url:
+        from ._simproc import SimProcess
+
+        args = ["--dataset", dataset]
+        if config.sim_profile:
+            args += ["--profile", config.sim_profile]
+        sim = SimProcess(args)
+        config = msgspec.structs.replace(config, base_url=sim.start(), model=config.model or None)
+        log(f"simulated endpoint at {sim.base_url} (pid {sim.pid})")
+    try:
+        if sim is not None:
+            profile = _sim_profile(config.base_url or "")
+        summary = uvloop.run(_main(config, tasks, paths, work_dir, log, sim.pid if sim else None))
+    finally:
+        if sim is not None:
+            sim.stop()
+        if not config.keep_workspaces:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    summary["simulated"] = sim is not None
+    summary["sim_profile"] = profile
+    summary["dataset"] = dataset
+    summary["versions"]["pytest_in_tests"] = pytest_version
+    write_json_atomic(paths.summary, summary)
+    if summary["interrupted"]:
+        code = 130
+    elif summary["tasks"] and summary["errors"] == summary["tasks"]:
+        code = 1
+    else:
+        code = 0
+    return RunOutcome(summary, paths, code)
+
+
+def _prepare_results(results_dir: str) -> ResultPaths:
+    try:
+        Path(results_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"cannot create results directory {results_dir}: {exc.strerror}") from exc
+    if not os.access(results_dir, os.W_OK | os.X_OK):
+        raise RunError(f"results directory {results_dir} is not writable: pass --results-dir")
+    return ResultPaths.new(results_dir)
+
+
+def _sim_profile(base_url: str) -> dict[str, Any] | None:
+    import urllib.request
+
+    with (
+        contextlib.suppress(OSError, ValueError),
+        urllib.request.urlopen(base_url.rstrip("/") + "/sim/plan", timeout=10) as resp,
+    ):
+        return msgspec.json.decode(resp.read()).get("profile")
+    return None
+
+
+async def _main(
+    config: Config,
+    tasks: list[Task],
+    paths: ResultPaths,
+    work_dir: Path,
+    log: Callable[[str], None],
+    sim_pid: int | None,
+) -> dict[str, Any]:
+    trace_file = open(config.trace, "wb", buffering=64 * 1024) if config.trace else None  # noqa: SIM115
+    telemetry = Telemetry(TraceWriter(trace_file) if trace_file else None)
+    sampler = Sampler(config.sample_interval, exclude=(sim_pid,) if sim_pid else ())
+    lag = LagProbe()
+    tally = _Tally()
+    loop = asyncio.get_running_loop()
+    stop_signal: list[int] = []
+    cpu0 = cpu_seconds()
+    t0 = time.monotonic()
+    started_at = time.time()
+    try:
+        async with LLMClient(config, telemetry) as client:
+            config = await _resolve_model(client, config)
+            client.config = config
+            work_dir.mkdir(parents=True, exist_ok=True)
+            agent = AgentLoop(
+                client,
+                config,
+                workspace_root=work_dir,
+                proc_slots=asyncio.Semaphore(config.max_procs),
+                telemetry=telemetry,
+            )
+            log(
+                f"fastagent {__version__}: {len(tasks)} tasks, concurrency {config.concurrency}, "
+                f"max procs {config.max_procs}, speedups {IMPLEMENTATION}, model {config.model} "
+                f"at {config.base_url}"
+            )
+            sampler.start()
+            lag.start()
+            queue = iter(enumerate(tasks))
+
+            rows = CsvWriter(paths.csv)
+
+            async def worker() -> None:
+                for index, task in queue:
+                    result = await agent.run(task, index, time.monotonic() - t0)
+                    rows.write(result)
+                    tally.add(result)
+                    telemetry.hist["task_wall"].add(result.wall_s)
+                    telemetry.hist["task_overhead"].add(result.overhead_s)
+
+            workers = [
+                asyncio.create_task(worker()) for _ in range(min(config.concurrency, len(tasks)))
+            ]
+
+            def interrupt(signum: int) -> None:
+                stop_signal.append(signum)
+                for w in workers:
+                    w.cancel()
+
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, interrupt, signum)
+            progress = (
+                asyncio.create_task(_progress(tally, len(tasks), telemetry, sampler))
+                if config.progress
+                else None
+            )
+            try:
+                await asyncio.gather(*workers, return_exceptions=True)
+            finally:
+                rows.close()
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(signum)
+                if progress is not None:
+                    progress.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await progress
+                    print(file=sys.stderr)
+    finally:
+        await lag.stop()
+        sampler.stop()
+        if trace_file:
+            trace_file.close()
+    wall = time.monotonic() - t0
+    cpu1 = cpu_seconds()
+    return _summary(
+        config, tally, telemetry, sampler, lag, paths, wall, cpu0, cpu1, started_at, stop_signal
+    )
+
+
+async def _resolve_model(client: LLMClient, config: Config) -> Config:
+    try:
+        models = await client.list_models()
+    except LLMError as exc:
+        if config.model and exc.cause != "connect":
+            return config
+        raise RunError(f"{exc} (check LLM_BASE_URL / --base-url)") from exc
+    if config.model:
+        return config
+    if not models:
+        raise RunError(f"{client.models_url} lists no models: set LLM_MODEL or --model")
+    return msgspec.structs.replace(config, model=models[0])
+
+
+async def _progress(tally: _Tally, total: int, telemetry: Telemetry, sampler: Sampler) -> None:
+    t0 = time.monotonic()
+    while True:
+        line = (
+            f"\r[{tally.done:>5}/{total}] passed {tally.passed} failed {tally.failed} "
+            f"error {tally.errors} | in flight {telemetry.in_flight:>4} | "
+            f"RSS {sampler.last_rss_kib / 1024:6.1f} MiB | {time.monotonic() - t0:6.1f} s "
+        )
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        await asyncio.sleep(0.5)
+
+
+def _summary(
+    config: Config,
+    tally: _Tally,
+    telemetry: Telemetry,
+    sampler: Sampler,
+    lag: LagProbe,
+    paths: ResultPaths,
+    wall: float,
+    cpu0: tuple[float, float],
+    cpu1: tuple[float, float],
+    started_at: float,
+    stop_signal: list[int],
+) -> dict[str, Any]:
+    import aiohttp
+    import uvloop
+
+    runtime_cpu = cpu1[0] - cpu0[0]
+    children_cpu = cpu1[1] - cpu0[1]
+    walls = list(tally.walls)
+    done = tally.done
+    lag_ms = lag.lag.summary()
+    return {
+        "schema_version": 1,
+        "runtime": "python",
+        "implementation": IMPLEMENTATION,
+        "event_loop": "uvloop",
+        "model": config.model,
+        "base_url": config.base_url,
+        "concurrency": config.concurrency,
+        "max_procs": config.max_procs,
+        "max_retries": config.max_retries,
+        "tasks": done,
+        "passed": tally.passed,
+        "pass_at_1": round(tally.passed / done, 4) if done else 0.0,
+        "first_attempt_passes": tally.first,
+        "recovered": tally.passed - tally.first,
+        "failed": tally.failed,
+        "errors": tally.errors,
+        "avg_retries": round(tally.retries / done, 4) if done else 0.0,
+        "wall_seconds": round(wall, 3),
+        "peak_rss_mib": round(kernel_peak_rss_kib() / 1024, 2),
+        "task_latency_p50": nearest_rank(walls, 50),
+        "task_latency_p95": nearest_rank(walls, 95),
+        "task_latency_p99": nearest_rank(walls, 99),
+        "runtime_cpu_seconds": round(runtime_cpu, 3),
+        "children_cpu_seconds": round(children_cpu, 3),
+        "runtime_cpu_ms_per_task": round(runtime_cpu * 1000 / done, 3) if done else None,
+        "runtime_cpu_ms_per_llm_call": (
+            round(runtime_cpu * 1000 / telemetry.llm_calls, 3) if telemetry.llm_calls else None
+        ),
+        "peak_children": sampler.peak_children,
+        "peak_children_rss_mib": round(sampler.peak_children_rss_kib / 1024, 2),
+        "peak_agents_in_flight": telemetry.peak_in_flight,
+        "loop_lag_ms": {k: lag_ms[k] for k in ("p50", "p99", "max")},
+        "latency": telemetry.latencies(),
+        "throughput": {
+            "requests_per_s": round(telemetry.llm_calls / wall, 3) if wall else None,
+            "output_tokens_per_s": round(telemetry.output_tokens / wall, 3) if wall else None,
+            "tasks_per_s": round(done / wall, 3) if wall else None,
+        },
+        "llm_calls": telemetry.llm_calls,
+        "output_tokens": telemetry.output_tokens,
+        "retries_by_cause": telemetry.retry_causes,
+        "errors_by_cause": telemetry.error_causes,
+        "test_exit_causes": telemetry.exit_causes,
+        "rss_timeline": {
+            "interval_s": config.sample_interval,
+            "t": [round(t, 3) for t in sampler.times],
+            "rss_mib": [round(r, 2) for r in sampler.rss_mib],
+        },
+        "interrupted": bool(stop_signal),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started_at)),
+        "csv": str(paths.csv),
+        "versions": {
+            "fastagent": __version__,
+            "python": sys.version.split()[0],
+            "aiohttp": aiohttp.__version__,
+            "uvloop": uvloop.__version__,
+            "msgspec": msgspec.__version__,
+        },
+    }

@@ -1,0 +1,36 @@
+"""The hot helpers, compiled when possible: SSE parsing, chunk decoding, code extraction.
+
+>>> from fastagent.speedups import IMPLEMENTATION, SSEParser, delta_content, extract_code
+>>> parser = SSEParser()
+>>> [delta_content(p) for p in parser.feed(b'data: {"choices":[{"delta":{"content":"hi"}}]}\\n\\n')]
+['hi']
+>>> extract_code("```py\\nprint(1)\\n```")
+'print(1)\\n'
+
+``fastagent._speedups`` (Cython) is used unless it cannot be imported or the environment
+variable ``FASTAGENT_NO_EXTENSIONS`` is set to a non-empty value other than ``"0"``; then the
+pure-Python twin ``fastagent._speedups_py``, with identical results, is used.
+``IMPLEMENTATION`` says which: ``"cython"`` or ``"pure"``.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["IMPLEMENTATION", "SSEParser", "delta_content", "extract_code"]
+
+IMPLEMENTATION: str
+
+if os.environ.get("FASTAGENT_NO_EXTENSIONS", "") in ("", "0"):
+    try:
+        from fastagent._speedups import SSEParser, delta_content, extract_code
+    except ImportError:
+        from fastagent._speedups_py import SSEParser, delta_content, extract_code
+
+        IMPLEMENTATION = "pure"
+    else:
+        IMPLEMENTATION = "cython"
+else:
+    from fastagent._speedups_py import SSEParser, delta_content, extract_code
+
+    IMPLEMENTATION = "pure"

@@ -1,0 +1,161 @@
+"""`fastagent bench` as a user runs it: a real subprocess against the simulated endpoint."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from fastagent.dataset import default_dataset_path, default_solutions_path
+from fastagent.results import COLUMNS
+from fastagent.sim import SimProfile, plan
+
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+def fastagent(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300):
+    full_env = {**os.environ, "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", "")}
+    for name in ("LLM_BASE_URL", "LLM_MODEL", "BENCH_DATASET", "BENCH_CONCURRENCY"):
+        full_env.pop(name, None)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "fastagent", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def expected_outcomes(n: int) -> dict[str, str]:
+    ids = [row["id"] for row in msgspec.json.decode(default_solutions_path().read_bytes())]
+    classes = plan(SimProfile(), ids)
+    wanted = [row["id"] for row in msgspec.json.decode(default_dataset_path().read_bytes())[:n]]
+    return {task_id: classes[task_id] for task_id in wanted}
+
+
+@pytest.mark.slow
+def test_bench_ten_tasks_end_to_end(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.jsonl"
+    proc = fastagent(
+        "bench", "--tasks", "10", "--concurrency", "10", "--results-dir", "out",
+        "--trace", str(trace), cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "python / cython / uvloop" in proc.stdout
+    csv_files = sorted((tmp_path / "out").glob("python_*.csv"))
+    assert len(csv_files) == 1
+    summary_file = csv_files[0].with_name(csv_files[0].stem + "_summary.json")
+    with open(csv_files[0], newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames or ()) == COLUMNS
+        rows = {row["task_id"]: row for row in reader}
+    outcomes = expected_outcomes(10)
+    assert set(rows) == set(outcomes)
+    for task_id, klass in outcomes.items():
+        row = rows[task_id]
+        if klass == "first":
+            assert (row["status"], row["attempts"], row["first_attempt_pass"]) == (
+                "passed", "1", "True"
+            ), row  # fmt: skip
+        elif klass == "recover":
+            assert (row["status"], row["attempts"]) == ("passed", "2"), row
+        else:
+            assert (row["status"], row["attempts"]) == ("failed", "4"), row
+        assert float(row["wall_s"]) >= float(row["model_s"]) > 0
+        assert float(row["ttft_ms"]) > 0
+
+    summary = json.loads(summary_file.read_text())
+    passed = sum(k != "wrong" for k in outcomes.values())
+    assert summary["runtime"] == "python" and summary["implementation"] == "cython"
+    assert summary["event_loop"] == "uvloop" and summary["simulated"] is True
+    assert summary["model"] == "fastagent-sim" and summary["sim_profile"]["p_first"] == 0.87
+    assert summary["tasks"] == 10 and summary["passed"] == passed
+    assert summary["first_attempt_passes"] == sum(k == "first" for k in outcomes.values())
+    assert summary["recovered"] == sum(k == "recover" for k in outcomes.values())
+    assert summary["failed"] == 10 - passed and summary["errors"] == 0
+    assert summary["pass_at_1"] == passed / 10
+    assert 0 < summary["peak_rss_mib"] < 200
+    assert summary["task_latency_p50"] <= summary["task_latency_p95"] <= summary["task_latency_p99"]
+    assert summary["latency"]["ttft_ms"]["count"] == summary["llm_calls"]
+    assert summary["runtime_cpu_seconds"] > 0 and summary["children_cpu_seconds"] > 0
+    assert summary["versions"]["aiohttp"] and summary["csv"] == str(Path("out") / csv_files[0].name)
+    events = [json.loads(line)["event"] for line in trace.read_text().splitlines()]
+    assert events.count("request") == summary["llm_calls"]
+    assert events.count("tool_end") == sum(int(r["attempts"]) for r in rows.values())
+    assert not (tmp_path / "results" / "runs").exists() or not any(
+        (tmp_path / "results" / "runs").iterdir()
+    )
+
+
+@pytest.mark.slow
+def test_pure_python_flag_and_environment(tmp_path: Path) -> None:
+    proc = fastagent(
+        "bench", "--tasks", "2", "--pure-python", "--results-dir", "out", cwd=tmp_path,
+        env={"BENCH_CONCURRENCY": "2"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "python / pure / uvloop" in proc.stdout
+    summary = json.loads(next((tmp_path / "out").glob("*_summary.json")).read_text())
+    assert summary["implementation"] == "pure" and summary["concurrency"] == 2
+
+
+def test_check_reports_each_item(tmp_path: Path) -> None:
+    proc = fastagent("bench", "--check", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "imports pytest" in out and "100 tasks" in out and "sha256" in out
+    assert "compiled Cython module loaded" in out and "fastagent-sim" in out
+
+
+def test_check_fails_for_unreachable_endpoint(tmp_path: Path) -> None:
+    proc = fastagent("bench", "--check", "--base-url", "http://127.0.0.1:9/v1", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "FAIL" in proc.stdout and "cannot reach" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "words"),
+    [
+        (["--concurrency", "0"], {}, "positive integer"),
+        (["--tasks", "many"], {}, "positive integer"),
+        ([], {"BENCH_CONCURRENCY": "lots"}, "BENCH_CONCURRENCY"),
+        (["--dataset", "missing.json"], {}, "dataset not found"),
+        (["--base-url", "localhost:8000"], {}, "must start with http"),
+        (["--base-url", "http://127.0.0.1:9/v1"], {}, "cannot reach"),
+        (["--sim-profile", "ttft=5"], {}, "ttft"),
+        (["--python", "no-such-python3"], {}, "not on PATH"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(
+    tmp_path: Path, args: list[str], env: dict[str, str], words: str
+) -> None:
+    proc = fastagent("bench", "--results-dir", "out", *args, cwd=tmp_path, env=env)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert words in proc.stderr
+    error_lines = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert len(error_lines) == 1
+    assert not any((tmp_path / "out").glob("*.json")) if (tmp_path / "out").exists() else True
+
+
+def test_malformed_dataset(tmp_path: Path) -> None:
+    (tmp_path / "bad.json").write_text('[{"id": "a", "spec": "x"}]')
+    proc = fastagent("bench", "--dataset", "bad.json", cwd=tmp_path)
+    assert proc.returncode == 2 and "test" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_module_and_console_script_agree() -> None:
+    proc = subprocess.run(
+        [os.path.join(VENV_BIN, "fastagent"), "--version"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith("fastagent ")

@@ -1,0 +1,341 @@
+"""LLMClient against real aiohttp servers on loopback: streaming, retries, errors, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import msgspec
+import pytest
+import uvloop
+from aiohttp import web
+
+from fastagent.config import Config
+from fastagent.llm import LLMClient, LLMError, Message
+from fastagent.telemetry import Telemetry
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def chunk(content: str | None = None, **extra: object) -> bytes:
+    delta = {} if content is None else {"content": content}
+    body = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta}], **extra}
+    return b"data: " + msgspec.json.encode(body) + b"\n\n"
+
+
+async def stream(
+    request: web.Request, events: list[bytes], delay: float = 0.0
+) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    for event in events:
+        await resp.write(event)
+        if delay:
+            await asyncio.sleep(delay)
+    return resp
+
+
+async def models(request: web.Request) -> web.Response:
+    return web.json_response({"object": "list", "data": [{"id": "m1"}]})
+
+
+def run(
+    handler: Handler, body: Callable[[LLMClient], Awaitable[object]], **config: object
+) -> object:
+    """Serve ``handler`` at /v1/chat/completions on a free port and run ``body`` with a client."""
+
+    async def main() -> object:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", handler)
+        app.router.add_get("/v1/models", models)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        settings = {"backoff_base": 0.01, "backoff_max": 0.05, "model": "m1", "concurrency": 4}
+        settings.update(config)
+        cfg = Config(base_url=f"http://127.0.0.1:{port}/v1", **settings)  # type: ignore[arg-type]
+        try:
+            async with LLMClient(cfg, Telemetry()) as client:
+                return await body(client)
+        finally:
+            await runner.cleanup()
+
+    return uvloop.run(main())
+
+
+def ask(client: LLMClient) -> Awaitable[object]:
+    return client.complete([Message("user", "hi")], task="t")
+
+
+def test_stream_joins_deltas_keeps_usage_and_stops_at_done() -> None:
+    seen: list[dict] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        seen.append(await request.json())
+        seen.append(dict(request.headers))
+        usage = {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 3}}
+        return await stream(
+            request,
+            [
+                b": keep-alive\n\n",
+                chunk(""),
+                chunk("Hel"),
+                chunk("lo"),
+                chunk(None),
+                b"data: " + msgspec.json.encode(usage) + b"\n\n",
+                b"data: [DONE]\n\n",
+                chunk("ignored after DONE"),
+            ],
+        )
+
+    result = run(handler, ask, api_key="sk-test", max_tokens=50, seed=3)
+    assert result.text == "Hello"
+    assert result.chunks == 2
+    assert (result.prompt_tokens, result.completion_tokens) == (7, 3)
+    assert result.retries == 0
+    assert result.ttft is not None and 0 <= result.ttft <= result.e2e
+    body, headers = seen
+    assert body["stream"] is True and body["model"] == "m1"
+    assert body["messages"] == [{"role": "user", "content": "hi"}]
+    assert body["max_tokens"] == 50 and body["seed"] == 3
+    assert body["stream_options"] == {"include_usage": True}
+    assert headers["Authorization"] == "Bearer sk-test"
+
+
+def test_no_auth_header_without_key() -> None:
+    seen: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        seen.append(request.headers.get("Authorization"))
+        return await stream(request, [chunk("x"), b"data: [DONE]\n\n"])
+
+    run(handler, ask)
+    assert seen == [None]
+
+
+def test_events_split_across_writes_and_lines_beyond_aiohttp_limit() -> None:
+    big = "y" * 300_000
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        raw = chunk("a") + chunk(big) + chunk("b") + b"data: [DONE]\n\n"
+        pieces = [raw[i : i + 977] for i in range(0, len(raw), 977)]
+        return await stream(request, pieces)
+
+    result = run(handler, ask)
+    assert result.text == "a" + big + "b"
+
+
+def test_crlf_event_stream() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        events = [e.replace(b"\n", b"\r\n") for e in (chunk("one "), chunk("two"))]
+        return await stream(request, [*events, b"data: [DONE]\r\n\r\n"])
+
+    assert run(handler, ask).text == "one two"
+
+
+def test_non_stream_body() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        assert (await request.json())["stream"] is False
+        return web.json_response(
+            {
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "full"}}],
+                "usage": {"prompt_tokens": 2, "completion_tokens": 1},
+            }
+        )
+
+    result = run(handler, ask, stream=False)
+    assert result.text == "full" and result.completion_tokens == 1
+
+
+def test_stream_server_ignoring_stream_flag_is_read_as_a_body() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"choices": [{"message": {"content": "plain"}}]})
+
+    assert run(handler, ask).text == "plain"
+
+
+def test_500_then_success_is_retried() -> None:
+    calls: list[float] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        calls.append(time.monotonic())
+        if len(calls) < 3:
+            return web.json_response({"error": {"message": "overloaded"}}, status=500)
+        return await stream(request, [chunk("ok"), b"data: [DONE]\n\n"])
+
+    telemetry_holder: list[Telemetry] = []
+
+    async def body(client: LLMClient) -> object:
+        telemetry_holder.append(client.telemetry)
+        return await ask(client)
+
+    result = run(handler, body)
+    assert result.text == "ok" and result.retries == 2 and len(calls) == 3
+    assert telemetry_holder[0].retry_causes == {"http_500": 2}
+
+
+@pytest.mark.parametrize("status", [408, 409, 429, 502, 503, 504])
+def test_retryable_statuses(status: int) -> None:
+    calls: list[int] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        calls.append(1)
+        if len(calls) == 1:
+            return web.Response(status=status, text="busy")
+        return await stream(request, [chunk("ok"), b"data: [DONE]\n\n"])
+
+    assert run(handler, ask).retries == 1
+
+
+def test_retry_after_is_honoured() -> None:
+    calls: list[float] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            return web.Response(status=429, headers={"Retry-After": "0.4"}, text="slow down")
+        return await stream(request, [chunk("ok"), b"data: [DONE]\n\n"])
+
+    run(handler, ask, backoff_max=5.0)
+    assert calls[1] - calls[0] >= 0.38
+
+
+def test_non_retryable_4xx_carries_server_message() -> None:
+    calls: list[int] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        calls.append(1)
+        return web.json_response(
+            {"error": {"message": "model 'm1' does not exist", "type": "invalid_request_error"}},
+            status=404,
+        )
+
+    with pytest.raises(LLMError, match="does not exist") as info:
+        run(handler, ask)
+    assert info.value.cause == "http_404" and not info.value.retryable
+    assert len(calls) == 1
+
+
+def test_retry_budget_is_bounded() -> None:
+    calls: list[int] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        calls.append(1)
+        return web.Response(status=503, text="down")
+
+    with pytest.raises(LLMError, match="after 3 retries") as info:
+        run(handler, ask, llm_retries=3)
+    assert info.value.cause == "http_503" and len(calls) == 4
+
+
+def test_truncated_stream_is_retried_whole() -> None:
+    calls: list[int] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        calls.append(1)
+        if len(calls) == 1:
+            return await stream(request, [chunk("partial ")])
+        return await stream(request, [chunk("whole"), b"data: [DONE]\n\n"])
+
+    result = run(handler, ask)
+    assert result.text == "whole" and result.retries == 1
+
+
+def test_silence_between_bytes_times_out_and_retries() -> None:
+    calls: list[int] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        calls.append(1)
+        if len(calls) == 1:
+            resp = await stream(request, [chunk("stall")])
+            await asyncio.sleep(5)
+            return resp
+        return await stream(request, [chunk("fresh"), b"data: [DONE]\n\n"])
+
+    async def timed(client: LLMClient) -> tuple[object, float]:
+        t0 = time.monotonic()
+        reply = await ask(client)
+        return reply, time.monotonic() - t0
+
+    result, elapsed = run(handler, timed, read_timeout=0.3)
+    assert result.text == "fresh" and result.retries == 1
+    assert 0.3 <= elapsed < 3
+
+
+def test_connection_refused_is_a_connect_error() -> None:
+    async def body(client: LLMClient) -> object:
+        client.url = "http://127.0.0.1:9/v1/chat/completions"
+        return await ask(client)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        raise AssertionError("not reached")
+
+    with pytest.raises(LLMError) as info:
+        run(handler, body, llm_retries=2)
+    assert info.value.cause == "connect"
+
+
+def test_malformed_chunk_is_retried() -> None:
+    calls: list[int] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        calls.append(1)
+        if len(calls) == 1:
+            return await stream(request, [b'data: {"choices": [{"delta": {"content": "x"\n\n'])
+        return await stream(request, [chunk("good"), b"data: [DONE]\n\n"])
+
+    result = run(handler, ask)
+    assert result.text == "good" and result.retries == 1
+
+
+def test_error_event_in_stream() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        err = b'data: {"error": {"message": "context length exceeded"}}\n\n'
+        return await stream(request, [err])
+
+    with pytest.raises(LLMError, match="context length exceeded"):
+        run(handler, ask, llm_retries=0)
+
+
+def test_completion_size_cap() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await stream(request, [chunk("z" * 1000) for _ in range(20)] + [b"data: [DONE]\n\n"])
+
+    with pytest.raises(LLMError, match="larger than") as info:
+        run(handler, ask, max_completion_bytes=5000)
+    assert info.value.cause == "too_large"
+
+
+def test_timing_from_server_gives_overhead() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        received = time.monotonic()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await asyncio.sleep(0.05)
+        first = time.monotonic()
+        await resp.write(chunk("a"))
+        await asyncio.sleep(0.02)
+        await resp.write(chunk("b"))
+        timing = {"received": received, "first_byte": first, "last_byte": time.monotonic()}
+        final = {"choices": [], "usage": {"completion_tokens": 2}, "fastagent_timing": timing}
+        await resp.write(b"data: " + msgspec.json.encode(final) + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    result = run(handler, ask)
+    assert result.ttft >= 0.05
+    assert result.server_time is not None and 0.07 <= result.server_time < result.e2e
+    assert 0 <= result.queue_wait < 0.5
+
+
+def test_list_models() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        raise AssertionError("not reached")
+
+    async def body(client: LLMClient) -> object:
+        return await client.list_models()
+
+    assert run(handler, body) == ["m1"]

@@ -1,0 +1,710 @@
+"""The simulated endpoint, over real loopback HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import types
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from fastagent import sim
+from fastagent.sim import FIRST, RECOVER, WRONG, SimProfile, parse_profile, plan
+
+ROOT = Path(__file__).resolve().parent.parent
+DATASET = ROOT / "dataset" / "humaneval_100.json"
+SOLUTIONS = ROOT / "dataset" / "humaneval_100_solutions.json"
+
+_TASKS: list[tuple[str, str, str, str]] = [
+    (
+        "T/0",
+        "add_one",
+        'def add_one(x: int) -> int:\n    """Return x plus one.\n    >>> add_one(1)\n    2\n'
+        '    """\n',
+        "    return x + 1\n",
+    ),
+    (
+        "T/1",
+        "area",
+        "def area(a, h):\n"
+        '    """Area of a triangle from a side and its height.\n    >>> area(4, 2)\n    4.0\n'
+        '    """\n',
+        "    return a * h / 2.0\n",
+    ),
+    (
+        "T/2",
+        "area",
+        'def area(a, b):\n    """Area of a rectangle.\n    >>> area(4, 2)\n    8\n    """\n',
+        "    return a * b\n",
+    ),
+    (
+        "T/3",
+        "shout",
+        "def _upper(s: str) -> str:\n    return s.upper()\n\n\n"
+        "def shout(s: str) -> str:\n"
+        "    '''Upper-case s and add an exclamation mark.\n    >>> shout('hi')\n    'HI!'\n"
+        "    '''\n",
+        "    return _upper(s) + '!'\n",
+    ),
+    (
+        "T/4",
+        "double",
+        'def double(xs: list) -> list:\n    """Double every item.\n    >>> double([1])\n    [2]\n'
+        '    """\n',
+        "    return [x * 2 for x in xs]\n",
+    ),
+    (
+        "T/5",
+        "is_even",
+        'def is_even(n: int) -> bool:\n    """True when n is even.\n    """\n',
+        "    return n % 2 == 0\n",
+    ),
+    (
+        "T/6",
+        "last",
+        'def last(xs):\n    """The last item of xs.\n    """\n',
+        "    return xs[-1]\n",
+    ),
+    (
+        "T/7",
+        "count_a",
+        "from collections import Counter\n\n\n"
+        'def count_a(s):\n    """How many a letters s holds.\n    """\n',
+        "    return Counter(s)['a']\n",
+    ),
+]
+_CHECKS = {
+    "add_one": "def check(candidate):\n    assert candidate(1) == 2\n",
+    "area": "def check(candidate):\n    assert candidate(4, 2) in (4.0, 8)\n",
+    "shout": "def check(candidate):\n    assert candidate('hi') == 'HI!'\n",
+    "double": "def check(candidate):\n    assert candidate([1, 2]) == [2, 4]\n",
+    "is_even": "def check(candidate):\n    assert candidate(4) is True\n",
+    "last": "def check(candidate):\n    assert candidate([1, 2]) == 2\n",
+    "count_a": "def check(candidate):\n    assert candidate('banana') == 3\n",
+}
+
+
+class _SplitParser:
+    """Stand-in for the project's SSE parser: the sim writes ``data: <json>\\n\\n`` only."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        *events, self._buffer = (self._buffer + data).split(b"\n\n")
+        assert all(event.startswith(b"data: ") for event in events), events
+        return [event[len(b"data: ") :] for event in events]
+
+    def close(self) -> list[bytes]:
+        rest, self._buffer = self._buffer, b""
+        return [rest] if rest else []
+
+
+try:
+    from fastagent.speedups import SSEParser
+except ImportError:
+    SSEParser = _SplitParser  # type: ignore[assignment,misc]
+
+PROFILE = SimProfile(p_first=0.5, p_recover=0.25, ttft_ms=0.0, itl_ms=0.0)
+_CODE_RE = re.compile(r"```python\n(.*?)```", re.S)
+
+
+@dataclass
+class Fixture:
+    tasks: Path
+    solutions: Path
+    specs: dict[str, str]
+    solutions_by_id: dict[str, str]
+
+
+@dataclass
+class Completion:
+    status: int
+    headers: dict[str, str]
+    text: str = ""
+    finish_reason: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+    timing: dict[str, float] = field(default_factory=dict)
+    content_chunks: list[str] = field(default_factory=list)
+    events: list[Any] = field(default_factory=list)
+    sent_at: float = 0.0
+    first_content_at: float | None = None
+    body: Any = None
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Fixture:
+    tasks = [{"id": tid, "spec": spec, "test": _CHECKS[ep]} for tid, ep, spec, _ in _TASKS]
+    solutions = [
+        {"id": tid, "entry_point": ep, "solution": spec + body} for tid, ep, spec, body in _TASKS
+    ]
+    tasks_path = tmp_path / "tasks.json"
+    solutions_path = tmp_path / "solutions.json"
+    tasks_path.write_text(json.dumps(tasks))
+    solutions_path.write_text(json.dumps(solutions))
+    return Fixture(
+        tasks_path,
+        solutions_path,
+        {t["id"]: t["spec"] for t in tasks},
+        {s["id"]: s["solution"] for s in solutions},
+    )
+
+
+def with_sim(
+    data: Fixture, profile: SimProfile, body: Callable[[str, aiohttp.ClientSession], Awaitable[Any]]
+) -> Any:
+    async def run() -> Any:
+        runner, base = await sim.start_sim(profile, data.tasks, data.solutions)
+        try:
+            async with aiohttp.ClientSession() as session:
+                return await body(base, session)
+        finally:
+            await runner.cleanup()
+
+    return asyncio.run(run())
+
+
+def prompt_for(spec: str) -> str:
+    return f"Complete this Python function.\n\n```python\n{spec}```\n\nReply with one code block."
+
+
+def conversation(spec: str, attempt: int) -> list[dict[str, str]]:
+    messages = [
+        {"role": "system", "content": "You are a careful Python programmer."},
+        {"role": "user", "content": prompt_for(spec)},
+    ]
+    for _ in range(attempt):
+        messages.append({"role": "assistant", "content": "```python\npass\n```"})
+        messages.append({"role": "user", "content": "The tests failed: AssertionError"})
+    return messages
+
+
+async def complete(
+    session: aiohttp.ClientSession,
+    base: str,
+    messages: list[dict[str, str]],
+    stream: bool = True,
+    **extra: Any,
+) -> Completion:
+    payload = {"model": "fastagent-sim", "messages": messages, "stream": stream, **extra}
+    sent_at = time.monotonic()
+    async with session.post(f"{base}/chat/completions", json=payload) as resp:
+        result = Completion(resp.status, dict(resp.headers), sent_at=sent_at)
+        if not stream or resp.status != 200:
+            result.body = await resp.json()
+            if resp.status == 200:
+                choice = result.body["choices"][0]
+                result.text = choice["message"]["content"]
+                result.finish_reason = choice["finish_reason"]
+                result.usage = result.body["usage"]
+                result.timing = result.body["fastagent_timing"]
+            return result
+        parser = SSEParser()
+        async for piece in resp.content.iter_any():
+            for payload_bytes in parser.feed(piece):
+                if payload_bytes == b"[DONE]":
+                    result.events.append("[DONE]")
+                    continue
+                chunk = json.loads(payload_bytes)
+                result.events.append(chunk)
+                for choice in chunk["choices"]:
+                    content = choice["delta"].get("content")
+                    if content:
+                        if result.first_content_at is None:
+                            result.first_content_at = time.monotonic()
+                        result.content_chunks.append(content)
+                    if choice["finish_reason"]:
+                        result.finish_reason = choice["finish_reason"]
+                if "usage" in chunk:
+                    result.usage = chunk["usage"]
+                    result.timing = chunk["fastagent_timing"]
+        assert parser.close() == []
+        result.text = "".join(result.content_chunks)
+        return result
+
+
+def code_of(text: str) -> str | None:
+    match = _CODE_RE.search(text)
+    return match.group(1) if match else None
+
+
+def ids_by_outcome(task_ids: list[str], profile: SimProfile = PROFILE) -> dict[str, list[str]]:
+    by: dict[str, list[str]] = {FIRST: [], RECOVER: [], WRONG: []}
+    for tid, outcome in plan(profile, task_ids).items():
+        by[outcome].append(tid)
+    return by
+
+
+def run_check(code: str, test: str, entry_point: str) -> BaseException | None:
+    """Run a task's test against ``code`` imported as module ``solution``; the error or None."""
+    module = types.ModuleType("solution")
+    saved = sys.modules.get("solution")
+    sys.modules["solution"] = module
+    try:
+        exec(code, module.__dict__)
+        namespace: dict[str, Any] = {}
+        exec(test, namespace)
+        if "test_humaneval" in namespace:
+            namespace["test_humaneval"]()
+        else:
+            namespace["check"](module.__dict__[entry_point])
+    except Exception as exc:
+        return exc
+    finally:
+        if saved is None:
+            sys.modules.pop("solution", None)
+        else:
+            sys.modules["solution"] = saved
+    return None
+
+
+def test_plan_counts_are_exact_and_seeded() -> None:
+    ids = [f"HumanEval/{i}" for i in range(100)]
+    outcomes = plan(SimProfile(), ids)
+    assert list(outcomes) == ids
+    counts = {k: list(outcomes.values()).count(k) for k in (FIRST, RECOVER, WRONG)}
+    assert counts == {FIRST: 87, RECOVER: 6, WRONG: 7}
+    assert plan(SimProfile(seed=7), ids) == plan(SimProfile(seed=7), ids)
+    assert plan(SimProfile(seed=7), ids) != plan(SimProfile(seed=8), ids)
+    everything = plan(SimProfile(p_first=1.0, p_recover=0.0), ids)
+    assert set(everything.values()) == {FIRST}
+    assert plan(SimProfile(), []) == {}
+
+
+def test_parse_profile() -> None:
+    assert parse_profile("") == SimProfile()
+    profile = parse_profile(" seed=3, p-first=0.5,p_recover=0.25,ttft_ms=10,itl_ms=0,model=m ")
+    assert profile.as_dict() == {
+        "seed": 3,
+        "p_first": 0.5,
+        "p_recover": 0.25,
+        "ttft_ms": 10.0,
+        "itl_ms": 0.0,
+        "tokens_per_chunk": 1,
+        "model": "m",
+    }
+    assert parse_profile("tokens_per_chunk=4").tokens_per_chunk == 4
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        ("speed=3", r"unknown profile key 'speed' \(valid keys: seed, p_first, .*model\)"),
+        ("seed=x", r"profile key 'seed' expects an integer, got 'x'"),
+        ("ttft_ms=fast", r"profile key 'ttft_ms' expects a number, got 'fast'"),
+        ("seed", r"profile item 'seed' is not KEY=VALUE \(valid keys: "),
+        ("p_first=1.5", r"'p_first' must be within \[0, 1\]"),
+        ("p_first=0.9,p_recover=0.2", r"'p_first' \+ 'p_recover' must not exceed 1"),
+        ("itl_ms=-1", r"'itl_ms' must be a finite number >= 0"),
+        ("tokens_per_chunk=0", r"'tokens_per_chunk' must be >= 1"),
+        ("model=", r"'model' must not be empty"),
+    ],
+)
+def test_parse_profile_errors(text: str, pattern: str) -> None:
+    with pytest.raises(ValueError, match=pattern):
+        parse_profile(text)
+
+
+def test_tokenize_round_trips() -> None:
+    text = "Here is   the implementation.\n\n```python\ndef f(x):\n    return x\n```\n"
+    tokens = sim.tokenize(text)
+    assert "".join(tokens) == text
+    assert all(len(t.lstrip()) <= 4 for t in tokens)
+    assert 0.2 * len(text) <= len(tokens) <= 0.5 * len(text)
+
+
+def test_models_and_plan_endpoints(data: Fixture) -> None:
+    async def body(base: str, session: aiohttp.ClientSession) -> None:
+        async with session.get(f"{base}/models") as resp:
+            assert resp.status == 200
+            models = await resp.json()
+        assert models["object"] == "list"
+        assert [m["id"] for m in models["data"]] == ["fastagent-sim"]
+        assert models["data"][0]["object"] == "model"
+        assert models["data"][0]["owned_by"] == "fastagent"
+        assert isinstance(models["data"][0]["created"], int)
+        async with session.get(f"{base}/sim/plan") as resp:
+            got = await resp.json()
+        assert got["profile"] == PROFILE.as_dict()
+        assert got["plan"] == plan(PROFILE, list(data.solutions_by_id))
+        counts = [list(got["plan"].values()).count(k) for k in (FIRST, RECOVER, WRONG)]
+        assert counts == [4, 2, 2]
+
+    with_sim(data, PROFILE, body)
+
+
+def test_stream_first_task_gives_the_solution(data: Fixture) -> None:
+    tid = ids_by_outcome(list(data.specs))[FIRST][0]
+
+    async def body(base: str, session: aiohttp.ClientSession) -> Completion:
+        return await complete(session, base, conversation(data.specs[tid], 0))
+
+    result = with_sim(data, PROFILE, body)
+    assert result.status == 200
+    assert result.headers["Content-Type"] == "text/event-stream"
+    assert float(result.headers["X-Fastagent-Received"]) == result.timing["received"]
+    assert code_of(result.text) == data.solutions_by_id[tid]
+    assert result.text.startswith("Here is the implementation.\n\n```python\n")
+    assert result.finish_reason == "stop"
+
+    first, *middle, finish, usage, done = result.events
+    assert first["object"] == "chat.completion.chunk"
+    assert first["model"] == "fastagent-sim"
+    assert first["choices"] == [
+        {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+    ]
+    assert all(len(e["choices"]) == 1 and e["choices"][0]["finish_reason"] is None for e in middle)
+    assert finish["choices"] == [{"index": 0, "delta": {}, "finish_reason": "stop"}]
+    assert usage["choices"] == []
+    assert done == "[DONE]"
+    assert len({e["id"] for e in result.events[:-1]}) == 1
+    assert len(result.content_chunks) == result.usage["completion_tokens"]
+    assert result.usage["completion_tokens"] == len(sim.tokenize(result.text))
+    prompt_chars = sum(len(m["content"]) for m in conversation(data.specs[tid], 0))
+    assert result.usage["prompt_tokens"] == prompt_chars // 4
+    assert result.usage["total_tokens"] == prompt_chars // 4 + result.usage["completion_tokens"]
+
+
+def test_outcomes_follow_the_plan(data: Fixture) -> None:
+    by = ids_by_outcome(list(data.specs))
+
+    async def body(base: str, session: aiohttp.ClientSession) -> dict[tuple[str, int], str]:
+        texts = {}
+        for tid in data.specs:
+            for attempt in range(3):
+                result = await complete(session, base, conversation(data.specs[tid], attempt))
+                texts[tid, attempt] = result.text
+        return texts
+
+    texts = with_sim(data, PROFILE, body)
+    entry_points = {tid: ep for tid, ep, _, _ in _TASKS}
+    for tid, spec in data.specs.items():
+        test, ep = _CHECKS[entry_points[tid]], entry_points[tid]
+        outcomes = [run_check(code_of(texts[tid, a]) or "", test, ep) is None for a in range(3)]
+        expected = {FIRST: [True] * 3, RECOVER: [False, True, True], WRONG: [False] * 3}
+        assert outcomes == expected[plan(PROFILE, list(data.specs))[tid]], tid
+        for attempt in range(3):
+            code = code_of(texts[tid, attempt])
+            assert code is not None
+            if code != data.solutions_by_id[tid]:
+                assert code.startswith(spec)
+                assert code.endswith('    raise NotImplementedError("simulated wrong answer")\n')
+        assert texts[tid, 1].startswith("Here is the corrected implementation.")
+    assert by[RECOVER] and by[WRONG]
+
+
+def test_tasks_sharing_an_entry_point_are_told_apart(data: Fixture) -> None:
+    profile = SimProfile(p_first=1.0, p_recover=0.0, ttft_ms=0, itl_ms=0)
+
+    async def body(base: str, session: aiohttp.ClientSession) -> list[str]:
+        return [
+            (await complete(session, base, conversation(data.specs[tid], 0))).text
+            for tid in ("T/1", "T/2")
+        ]
+
+    triangle, rectangle = with_sim(data, profile, body)
+    assert code_of(triangle) == data.solutions_by_id["T/1"]
+    assert code_of(rectangle) == data.solutions_by_id["T/2"]
+
+
+def test_unknown_prompt_gets_no_code(data: Fixture) -> None:
+    async def body(base: str, session: aiohttp.ClientSession) -> list[Completion]:
+        near_miss = data.specs["T/0"].replace("plus one", "plus two")
+        return [
+            await complete(session, base, [{"role": "user", "content": "Write me a poem."}]),
+            await complete(session, base, [{"role": "user", "content": prompt_for(near_miss)}]),
+            await complete(session, base, [{"role": "system", "content": "hi"}], stream=False),
+        ]
+
+    for result in with_sim(data, PROFILE, body):
+        assert result.status == 200
+        assert "I could not find a task in this prompt." in result.text
+        assert "```" not in result.text
+        assert result.finish_reason == "stop"
+
+
+def test_non_stream_body(data: Fixture) -> None:
+    tid = ids_by_outcome(list(data.specs))[FIRST][0]
+
+    async def body(base: str, session: aiohttp.ClientSession) -> Completion:
+        return await complete(session, base, conversation(data.specs[tid], 0), stream=False)
+
+    result = with_sim(data, PROFILE, body)
+    assert result.status == 200
+    assert result.headers["Content-Type"].startswith("application/json")
+    assert result.body["object"] == "chat.completion"
+    assert result.body["model"] == "fastagent-sim"
+    assert result.body["choices"][0]["message"]["role"] == "assistant"
+    assert code_of(result.text) == data.solutions_by_id[tid]
+    assert result.finish_reason == "stop"
+    assert result.usage["completion_tokens"] == len(sim.tokenize(result.text))
+    timing = result.timing
+    assert result.sent_at <= timing["received"] <= timing["first_byte"] <= timing["last_byte"]
+    assert float(result.headers["X-Fastagent-Received"]) == timing["received"]
+
+
+def test_timing_is_ordered_and_on_the_shared_clock(data: Fixture) -> None:
+    profile = SimProfile(ttft_ms=20, itl_ms=1)
+
+    async def body(base: str, session: aiohttp.ClientSession) -> tuple[Completion, float]:
+        result = await complete(session, base, conversation(data.specs["T/0"], 0))
+        return result, time.monotonic()
+
+    result, done_at = with_sim(data, profile, body)
+    timing = result.timing
+    assert set(timing) == {"received", "first_byte", "last_byte"}
+    assert result.sent_at <= timing["received"] <= timing["first_byte"] <= timing["last_byte"]
+    assert timing["last_byte"] <= done_at
+    assert timing["first_byte"] - timing["received"] >= 0.02
+    n_chunks = len(result.content_chunks)
+    assert timing["last_byte"] - timing["first_byte"] >= 0.001 * (n_chunks - 1) * 0.95
+
+
+def test_ttft_delays_the_first_content_chunk(data: Fixture) -> None:
+    profile = SimProfile(p_first=1.0, p_recover=0.0, ttft_ms=200, itl_ms=0)
+
+    async def body(base: str, session: aiohttp.ClientSession) -> tuple[Completion, float]:
+        stream = await complete(session, base, conversation(data.specs["T/0"], 0))
+        started = time.monotonic()
+        await complete(session, base, conversation(data.specs["T/0"], 0), stream=False)
+        return stream, time.monotonic() - started
+
+    result, non_stream_elapsed = with_sim(data, profile, body)
+    assert result.first_content_at is not None
+    assert result.first_content_at - result.sent_at >= 0.2
+    assert non_stream_elapsed >= 0.2
+
+
+def test_tokens_per_chunk(data: Fixture) -> None:
+    profile = SimProfile(p_first=1.0, p_recover=0.0, ttft_ms=0, itl_ms=0, tokens_per_chunk=3)
+
+    async def body(base: str, session: aiohttp.ClientSession) -> Completion:
+        return await complete(session, base, conversation(data.specs["T/3"], 0))
+
+    result = with_sim(data, profile, body)
+    tokens = sim.tokenize(result.text)
+    expected = ["".join(tokens[i : i + 3]) for i in range(0, len(tokens), 3)]
+    assert result.content_chunks == expected
+    assert result.usage["completion_tokens"] == len(tokens)
+    assert code_of(result.text) == data.solutions_by_id["T/3"]
+
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize("tokens_per_chunk", [1, 4])
+def test_max_tokens_truncates(data: Fixture, stream: bool, tokens_per_chunk: int) -> None:
+    profile = SimProfile(
+        p_first=1.0, p_recover=0.0, ttft_ms=0, itl_ms=0, tokens_per_chunk=tokens_per_chunk
+    )
+
+    async def body(base: str, session: aiohttp.ClientSession) -> tuple[Completion, Completion]:
+        messages = conversation(data.specs["T/0"], 0)
+        full = await complete(session, base, messages, stream=stream)
+        cut = await complete(session, base, messages, stream=stream, max_tokens=7)
+        return full, cut
+
+    full, cut = with_sim(data, profile, body)
+    assert cut.finish_reason == "length"
+    assert cut.usage["completion_tokens"] == 7
+    assert cut.text == "".join(sim.tokenize(full.text)[:7])
+    if stream:
+        assert len(cut.content_chunks) == -(-7 // tokens_per_chunk)
+
+
+@pytest.mark.parametrize(
+    ("payload", "needle"),
+    [
+        (b"{not json", "invalid request body"),
+        (b"[]", "invalid request body"),
+        (b'{"model": "m"}', "messages"),
+        (b'{"messages": []}', "messages"),
+        (b'{"messages": [{"content": "x"}]}', "role"),
+        (b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}', "max_tokens"),
+    ],
+)
+def test_bad_requests_get_400(data: Fixture, payload: bytes, needle: str) -> None:
+    async def body(base: str, session: aiohttp.ClientSession) -> tuple[int, Any]:
+        headers = {"Content-Type": "application/json"}
+        async with session.post(f"{base}/chat/completions", data=payload, headers=headers) as r:
+            return r.status, await r.json()
+
+    status, error = with_sim(data, PROFILE, body)
+    assert status == 400
+    assert error["error"]["type"] == "invalid_request_error"
+    assert needle in error["error"]["message"]
+
+
+def test_content_parts_and_concurrency(data: Fixture) -> None:
+    profile = SimProfile(p_first=1.0, p_recover=0.0, ttft_ms=5, itl_ms=0)
+    ids = list(data.specs)
+
+    async def body(base: str, session: aiohttp.ClientSession) -> list[Completion]:
+        parted = [
+            {"role": "user", "content": [{"type": "text", "text": prompt_for(data.specs["T/4"])}]}
+        ]
+        jobs = [
+            complete(session, base, conversation(data.specs[ids[i % 8]], 0)) for i in range(100)
+        ]
+        jobs.append(complete(session, base, parted))
+        return await asyncio.gather(*jobs)
+
+    *results, parted = with_sim(data, profile, body)
+    for i, result in enumerate(results):
+        assert code_of(result.text) == data.solutions_by_id[ids[i % 8]]
+    assert code_of(parted.text) == data.solutions_by_id["T/4"]
+
+
+def test_client_disconnect_mid_stream(data: Fixture) -> None:
+    profile = SimProfile(p_first=1.0, p_recover=0.0, ttft_ms=0, itl_ms=5)
+
+    async def body(base: str, session: aiohttp.ClientSession) -> Completion:
+        payload = {"messages": conversation(data.specs["T/0"], 0), "stream": True}
+        async with session.post(f"{base}/chat/completions", json=payload) as resp:
+            await resp.content.readany()
+            resp.close()
+        await asyncio.sleep(0.05)
+        return await complete(session, base, conversation(data.specs["T/0"], 0), stream=False)
+
+    result = with_sim(data, profile, body)
+    assert code_of(result.text) == data.solutions_by_id["T/0"]
+
+
+def test_wrong_code_keeps_helpers_and_compiles() -> None:
+    spec = _TASKS[3][2]
+    code = sim.wrong_code(spec, "shout")
+    assert code == spec + '    raise NotImplementedError("simulated wrong answer")\n'
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)
+    assert namespace["_upper"]("a") == "A"
+    with pytest.raises(NotImplementedError):
+        namespace["shout"]("a")
+    tabbed = sim.wrong_code('def f(x):\n\t"""Tabs."""', "f")
+    assert tabbed == 'def f(x):\n\t"""Tabs."""\n\t' + sim.WRONG_BODY + "\n"
+    assert compile(sim.wrong_code("def broken(:", "broken"), "<t>", "exec")
+
+
+@pytest.mark.skipif(not (DATASET.exists() and SOLUTIONS.exists()), reason="dataset not built")
+def test_real_dataset_right_passes_and_wrong_fails() -> None:
+    tasks = json.loads(DATASET.read_text())
+    solutions = {row["id"]: row for row in json.loads(SOLUTIONS.read_text())}
+    assert len(tasks) == 100
+    counts = list(plan(SimProfile(), solutions).values())
+    assert [counts.count(k) for k in (FIRST, RECOVER, WRONG)] == [87, 6, 7]
+    index = sim._TaskIndex({t["id"]: t["spec"] for t in tasks})
+    for task in tasks:
+        row = solutions[task["id"]]
+        assert index.find(prompt_for(task["spec"])) == task["id"]
+        wrong = sim.wrong_code(task["spec"], row["entry_point"])
+        assert wrong.startswith(task["spec"])
+        error = run_check(wrong, task["test"], row["entry_point"])
+        assert isinstance(error, NotImplementedError), (task["id"], error)
+        assert run_check(row["solution"], task["test"], row["entry_point"]) is None, task["id"]
+
+
+def _launch(*argv: str) -> subprocess.Popen[str]:
+    code = (
+        "import argparse,sys; from fastagent import sim; p=argparse.ArgumentParser(); "
+        "sim.add_arguments(p); sys.exit(sim.main(p.parse_args(sys.argv[1:])))"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *argv],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_subprocess_ready_line_and_sigterm(data: Fixture) -> None:
+    proc = _launch(
+        "--port",
+        "0",
+        "--dataset",
+        str(data.tasks),
+        "--solutions",
+        str(data.solutions),
+        "--profile",
+        "ttft_ms=0,itl_ms=0,model=x",
+        "--model",
+        "sim-y",
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.fullmatch(r"FASTAGENT_SIM_READY (http://127\.0\.0\.1:(\d+)/v1)\n", line)
+        assert match, (line, proc.stderr.read() if proc.poll() is not None else "")
+        base = match.group(1)
+        assert int(match.group(2)) > 0
+
+        async def models() -> Any:
+            async with aiohttp.ClientSession() as session, session.get(f"{base}/models") as r:
+                return await r.json()
+
+        assert asyncio.run(models())["data"][0]["id"] == "sim-y"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0, err
+        assert out == ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--profile", "warp=9"], "unknown profile key 'warp'"),
+        (["--p-first", "2"], "'p_first' must be within [0, 1]"),
+        (["--dataset", "/nonexistent/tasks.json"], "dataset file not found: /nonexistent"),
+    ],
+)
+def test_subprocess_bad_input_exits_2(data: Fixture, argv: list[str], needle: str) -> None:
+    base = ["--port", "0", "--dataset", str(data.tasks), "--solutions", str(data.solutions)]
+    proc = _launch(*base, *argv)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert needle in err
+    assert err.startswith("fastagent sim: error: ")
+
+
+@pytest.mark.skipif(not (DATASET.exists() and SOLUTIONS.exists()), reason="dataset not built")
+def test_real_dataset_pass_counts_over_http() -> None:
+    tasks = json.loads(DATASET.read_text())
+    entry = {row["id"]: row["entry_point"] for row in json.loads(SOLUTIONS.read_text())}
+    real = Fixture(DATASET, SOLUTIONS, {}, {})
+    profile = SimProfile(ttft_ms=0, itl_ms=0, tokens_per_chunk=8)
+
+    async def body(base: str, session: aiohttp.ClientSession) -> list[list[Completion]]:
+        return [
+            await asyncio.gather(
+                *(complete(session, base, conversation(t["spec"], attempt)) for t in tasks)
+            )
+            for attempt in (0, 1)
+        ]
+
+    passed = [
+        sum(
+            run_check(code_of(r.text) or "", t["test"], entry[t["id"]]) is None
+            for r, t in zip(results, tasks, strict=True)
+        )
+        for results in with_sim(real, profile, body)
+    ]
+    assert passed == [87, 93]
