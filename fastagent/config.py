@@ -34,7 +34,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     max_retries: int = 3
     test_timeout: float = 30.0
     python: str = "python3"
-    verify_command: str = "pytest"
+    verify: str = "pytest"
+    repeat: int = 1
+    resume: str | None = None
 
     stream: bool = True
     max_tokens: int | None = None

@@ -8,10 +8,11 @@
 One ClientSession per run with a connector pooled to the run's concurrency. Streams are
 parsed incrementally from raw chunks (``iter_any``; a single SSE line may exceed aiohttp's
 line limit) by the speedups' SSEParser and ``delta_content``. Connection errors, broken
-or malformed streams, 408, 409, 429 and 5xx are retried with exponential backoff and full
-jitter, honouring Retry-After, within a bounded number of attempts and seconds; the whole
-turn is retried and partial output discarded. Any other 4xx raises LLMError at once,
-carrying the server's message.
+or malformed streams (an SSE line past the parser's 1 MiB cap included), read and call
+timeouts, 408, 409, 429 and 5xx are retried with exponential backoff and full jitter,
+honouring Retry-After, within a bounded number of attempts and seconds; the whole turn
+is retried and partial output discarded. Any other 4xx, and a completion larger than
+``max_completion_bytes``, raises LLMError at once, carrying the reason.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import random
 import time
 from typing import Any
 
-import aiohttp
 import msgspec
 
+from ._http import aiohttp, tls_context
 from .config import Config
 from .errors import FastAgentError, MalformedChunk, SSELineTooLong
 from .speedups import SSEParser, delta_content
@@ -42,7 +43,11 @@ class Message(msgspec.Struct, array_like=False, gc=False):
 
 
 class LLMError(FastAgentError):
-    """A completion could not be had. ``cause`` is a short machine-readable label."""
+    """A completion could not be had. ``cause`` is a short machine-readable label.
+
+    ``retries`` is how many times the call was retried before it gave up (so it sent
+    ``retries + 1`` requests).
+    """
 
     def __init__(
         self, message: str, cause: str, retryable: bool = False, retry_after: float | None = None
@@ -51,6 +56,7 @@ class LLMError(FastAgentError):
         self.cause = cause
         self.retryable = retryable
         self.retry_after = retry_after
+        self.retries = 0
 
 
 class Completion(msgspec.Struct, gc=False):
@@ -133,6 +139,7 @@ class LLMClient:
     async def __aenter__(self) -> LLMClient:
         config = self.config
         connector = aiohttp.TCPConnector(
+            ssl=tls_context() if self.url.startswith("https:") else True,
             limit=config.concurrency,
             limit_per_host=config.concurrency,
             ttl_dns_cache=300,
@@ -221,13 +228,16 @@ class LLMClient:
             if not error.retryable or retries >= config.llm_retries:
                 if retries:
                     error.args = (f"{error.args[0]} (after {retries} retries)",)
+                error.retries = retries
                 raise error
             delay = self._backoff(retries, error.retry_after)
             if time.monotonic() + delay > deadline:
-                raise LLMError(
+                spent = LLMError(
                     f"{error.args[0]} (retry budget of {config.retry_budget:g}s spent)",
                     error.cause,
                 )
+                spent.retries = retries
+                raise spent
             retries += 1
             telemetry.count(telemetry.retry_causes, error.cause)
             telemetry.event("retry", task=task, cause=error.cause, delay=round(delay, 3))
@@ -257,7 +267,9 @@ class LLMClient:
                     state = await self._read_body(resp)
         except LLMError:
             raise
-        except (SSELineTooLong, MalformedChunk) as exc:
+        except SSELineTooLong as exc:
+            raise LLMError(f"malformed stream: {exc}", "line_too_long", True) from exc
+        except MalformedChunk as exc:
             raise LLMError(f"malformed stream: {exc}", "malformed_stream", True) from exc
         except UnicodeDecodeError as exc:
             raise LLMError(f"invalid UTF-8 in stream: {exc}", "malformed_stream", True) from exc
@@ -326,9 +338,12 @@ class LLMClient:
 
     async def _read_body(self, resp: aiohttp.ClientResponse) -> _Attempt:
         cap = self.config.max_completion_bytes
-        body = await resp.content.read(cap + 1)
-        if len(body) > cap:
-            raise LLMError(f"response larger than {cap} bytes", "too_large", False)
+        received = bytearray()
+        async for piece in resp.content.iter_any():
+            received += piece
+            if len(received) > cap:
+                raise LLMError(f"response larger than {cap} bytes", "too_large", False)
+        body = bytes(received)
         state = _Attempt()
         content = delta_content(body)
         if content:

@@ -55,6 +55,8 @@ class CsvWriter:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         fresh = not self.path.exists() or self.path.stat().st_size == 0
+        if not fresh:
+            _drop_partial_row(self.path)
         self._file = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
         self._writer = csv.writer(self._file)
         if fresh:
@@ -77,10 +79,27 @@ class CsvWriter:
         self.close()
 
 
+def _drop_partial_row(path: Path) -> None:
+    """Cut a last row that a crash left half-written, so appending starts on a fresh line."""
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+
+
 def read_rows(path: str | os.PathLike[str]) -> list[dict[str, str]]:
-    """The rows of a results CSV as dicts (used by --resume, report and tests)."""
+    """The complete rows of a results CSV as dicts (a half-written last row is left out).
+
+    Raises ValueError when the file is not a results CSV of this schema.
+    """
     with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+        text = f.read()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    reader = csv.DictReader(text.splitlines())
+    if tuple(reader.fieldnames or ()) != COLUMNS:
+        raise ValueError(f"{path} is not a fastagent results CSV (its header differs)")
+    return list(reader)
 
 
 def outcome_counts(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:

@@ -32,9 +32,17 @@ from .config import Config
 from .dataset import Task, default_dataset_path, load_tasks
 from .errors import FastAgentError
 from .llm import LLMClient, LLMError
-from .results import CsvWriter, ResultPaths, nearest_rank, write_json_atomic
+from .results import CsvWriter, ResultPaths, nearest_rank, read_rows, write_json_atomic
 from .speedups import IMPLEMENTATION
-from .telemetry import LagProbe, Sampler, Telemetry, TraceWriter, cpu_seconds, kernel_peak_rss_kib
+from .telemetry import (
+    LagProbe,
+    Sampler,
+    Telemetry,
+    TraceWriter,
+    cpu_seconds,
+    kernel_peak_rss_kib,
+    live_children,
+)
 
 
 class RunError(FastAgentError):
@@ -56,17 +64,34 @@ class _Tally:
         self.done = self.passed = self.first = self.failed = self.errors = self.retries = 0
         self.walls = array("d")
 
-    def add(self, result: TaskResult) -> None:
+    def add(self, status: str, first: bool, retries: int, wall: float) -> None:
         self.done += 1
-        self.retries += result.retries
-        self.walls.append(result.wall_s)
-        if result.status == "passed":
+        self.retries += retries
+        self.walls.append(wall)
+        if status == "passed":
             self.passed += 1
-            self.first += result.first_attempt_pass
-        elif result.status == "failed":
+            self.first += first
+        elif status == "failed":
             self.failed += 1
         else:
             self.errors += 1
+
+    def add_result(self, result: TaskResult) -> None:
+        self.add(result.status, result.first_attempt_pass, result.retries, result.wall_s)
+
+    def add_row(self, row: dict[str, str]) -> None:
+        self.add(row["status"], row["first_attempt_pass"] == "True", int(row["retries"]),
+                 float(row["wall_s"]))  # fmt: skip
+
+
+def repeat_tasks(tasks: list[Task], times: int) -> list[Task]:
+    """The dataset ``times`` over; copies get ids ``ID#k`` and share the spec and test text."""
+    if times <= 1:
+        return tasks
+    out = list(tasks)
+    for k in range(1, times):
+        out.extend(Task(id=f"{t.id}#{k}", spec=t.spec, test=t.test) for t in tasks)
+    return out
 
 
 def check_python(python: str) -> str:
@@ -99,9 +124,14 @@ def run_bench(config: Config, *, log: Callable[[str], None] | None = None) -> Ru
 
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     dataset = config.dataset or str(default_dataset_path())
-    tasks = load_tasks(dataset, config.tasks)
+    tasks = repeat_tasks(load_tasks(dataset, config.tasks), config.repeat)
     pytest_version = check_python(config.python)
-    paths = _prepare_results(config.results_dir)
+    tally = _Tally()
+    if config.resume:
+        paths, tasks = _resume(config.resume, tasks, tally)
+        log(f"resuming {paths.csv}: {tally.done} tasks done, {len(tasks)} to go")
+    else:
+        paths = _prepare_results(config.results_dir)
     work_dir = Path(config.work_dir or Path(config.results_dir).parent / "runs" / paths.stamp)
     sim = None
     profile: dict[str, Any] | None = None
@@ -117,7 +147,7 @@ def run_bench(config: Config, *, log: Callable[[str], None] | None = None) -> Ru
     try:
         if sim is not None:
             profile = _sim_profile(config.base_url or "")
-        summary = uvloop.run(_main(config, tasks, paths, work_dir, log, sim.pid if sim else None))
+        summary = uvloop.run(_main(config, tasks, paths, work_dir, log, tally))
     finally:
         if sim is not None:
             sim.stop()
@@ -129,12 +159,37 @@ def run_bench(config: Config, *, log: Callable[[str], None] | None = None) -> Ru
     summary["versions"]["pytest_in_tests"] = pytest_version
     write_json_atomic(paths.summary, summary)
     if summary["interrupted"]:
-        code = 130
+        code = 128 + summary["interrupted_by_signal"]
     elif summary["tasks"] and summary["errors"] == summary["tasks"]:
         code = 1
     else:
         code = 0
     return RunOutcome(summary, paths, code)
+
+
+def _resume(csv_path: str, tasks: list[Task], tally: _Tally) -> tuple[ResultPaths, list[Task]]:
+    """Count the rows an interrupted run left and return the tasks it did not finish."""
+    try:
+        rows = read_rows(csv_path)
+    except FileNotFoundError:
+        raise RunError(f"--resume: {csv_path} does not exist") from None
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise RunError(f"--resume: {exc}") from None
+    if not os.access(csv_path, os.W_OK):
+        raise RunError(f"--resume: {csv_path} is not writable")
+    known = {t.id for t in tasks}
+    done: set[str] = set()
+    for row in rows:
+        task_id = row["task_id"]
+        if task_id not in known:
+            raise RunError(
+                f"--resume: {csv_path} has task {task_id!r}, which is not in this run's tasks: "
+                "pass the same --dataset/--tasks/--repeat as the interrupted run"
+            )
+        if task_id not in done:
+            done.add(task_id)
+            tally.add_row(row)
+    return ResultPaths.for_csv(csv_path), [t for t in tasks if t.id not in done]
 
 
 def _prepare_results(results_dir: str) -> ResultPaths:
@@ -164,13 +219,12 @@ async def _main(
     paths: ResultPaths,
     work_dir: Path,
     log: Callable[[str], None],
-    sim_pid: int | None,
+    tally: _Tally,
 ) -> dict[str, Any]:
     trace_file = open(config.trace, "wb", buffering=64 * 1024) if config.trace else None  # noqa: SIM115
     telemetry = Telemetry(TraceWriter(trace_file) if trace_file else None)
-    sampler = Sampler(config.sample_interval, exclude=(sim_pid,) if sim_pid else ())
+    sampler = Sampler(config.sample_interval, children=live_children)
     lag = LagProbe()
-    tally = _Tally()
     loop = asyncio.get_running_loop()
     stop_signal: list[int] = []
     cpu0 = cpu_seconds()
@@ -203,7 +257,7 @@ async def _main(
                 for index, task in queue:
                     result = await agent.run(task, index, time.monotonic() - t0)
                     rows.write(result)
-                    tally.add(result)
+                    tally.add_result(result)
                     telemetry.hist["task_wall"].add(result.wall_s)
                     telemetry.hist["task_overhead"].add(result.overhead_s)
 
@@ -219,7 +273,7 @@ async def _main(
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, interrupt, signum)
             progress = (
-                asyncio.create_task(_progress(tally, len(tasks), telemetry, sampler))
+                asyncio.create_task(_progress(tally, tally.done + len(tasks), telemetry, sampler))
                 if config.progress
                 else None
             )
@@ -344,6 +398,7 @@ def _summary(
             "rss_mib": [round(r, 2) for r in sampler.rss_mib],
         },
         "interrupted": bool(stop_signal),
+        "interrupted_by_signal": stop_signal[0] if stop_signal else None,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started_at)),
         "csv": str(paths.csv),
         "versions": {

@@ -7,6 +7,7 @@ being measured, and it is cheap enough to serve thousands of concurrent streams:
     FASTAGENT_SIM_READY http://127.0.0.1:8800/v1
 
     $ fastagent sim --port 0 --profile seed=3,p_first=0.9,itl_ms=0
+    $ fastagent sim --port 0 --fault http_503:0.2 --fault reset:0.05
 
 The sim recognises a HumanEval task by finding the task's ``spec`` verbatim in the first
 user message, and answers from a fixed plan: with ``N`` tasks in the solutions file, a
@@ -22,10 +23,57 @@ first, so timer slack never accumulates (a late chunk goes out at once). Each SS
 is its own write; after the finish chunk there is always a usage chunk (``choices: []``),
 then ``data: [DONE]``.
 
-Endpoints: ``GET /v1/models``, ``GET /v1/sim/plan``, ``POST /v1/chat/completions``
+Endpoints: ``GET /v1/models``, ``GET /v1/sim/plan``, ``GET /v1/sim/stats``,
+``POST /v1/chat/completions``
 (streamed or not) and ``GET /health``. Both kinds of completion carry
 ``fastagent_timing`` ({"received", "first_byte", "last_byte"}, ``time.monotonic()``
 seconds, shared with the client on Linux) and the header ``X-Fastagent-Received``.
+
+Fault injection (``--fault KIND[:RATE]``, repeatable, or the profile key
+``faults=KIND:RATE+KIND:RATE``) makes the endpoint misbehave on purpose, to test how a
+runtime copes. Each valid chat request ``n`` (counted from 1 since the sim started) draws
+each configured fault in order with a ``random.Random(f"{seed}:{n}")`` and the first whose
+draw falls under its rate hits that request, so a run's sequence of faults is reproducible
+(which task meets request ``n`` still depends on arrival order). The kinds:
+
+``http_429``
+    429 with ``Retry-After: 1`` and an OpenAI error body.
+``http_500``, ``http_502``, ``http_503``
+    That status with an OpenAI error body.
+``refuse``
+    The connection is closed once the request has been read, with no response at all. A
+    true TCP refusal cannot be decided per request (the client's pooled connections are
+    already open): point a client at a closed port for that.
+``reset``
+    Headers and about half the content chunks, then a TCP reset (``SO_LINGER`` 0).
+``cut_json``
+    Half the content chunks, then an event cut off inside its JSON
+    (``data: {..."delta":{"content":"ab``), then the end of the body, and the connection
+    is closed.
+``malformed_json``
+    ``data: {not json}`` halfway through, then the rest of the stream as usual.
+``stall``
+    Headers, the role chunk and one content chunk, then nothing until the client leaves.
+``huge_line``
+    Halfway through, one content event of 8 MiB written without a line end until its
+    last byte, then the rest of the stream as usual.
+``invalid_utf8``
+    Halfway through, a content event whose JSON string holds invalid UTF-8, then the rest.
+``empty``
+    A well-formed completion with no content: role chunk, finish, usage, ``[DONE]``.
+``no_code``
+    A well-formed completion of prose without a code block.
+``no_done``
+    All content chunks, then neither finish, usage nor ``[DONE]``: the stream stays open
+    with a ``: ping`` comment every second until the client leaves, so only a deadline on
+    the whole call ends it.
+
+A non-streamed request meets the same faults in body form: ``reset`` sends half the body
+then resets, ``cut_json`` sends a body cut in half (its Content-Length matching),
+``malformed_json`` the body ``{not json}``, ``huge_line`` a valid body with 8 MiB of
+content, ``invalid_utf8`` a body with invalid UTF-8 in the content, ``stall`` headers only,
+``no_done`` all but the body's last byte followed by a space every second. ``GET
+/v1/sim/stats`` reports the chat requests served and the faults injected, by kind.
 
 In-process use (tests)::
 
@@ -38,6 +86,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import math
 import os
@@ -45,6 +94,8 @@ import random
 import re
 import resource
 import signal
+import socket
+import struct
 import sys
 import time
 from collections.abc import Iterable
@@ -60,6 +111,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
 __all__ = [
+    "FAULT_KINDS",
     "FIRST",
     "PROFILE_KEYS",
     "READY_PREFIX",
@@ -70,7 +122,10 @@ __all__ = [
     "add_arguments",
     "build_app",
     "main",
+    "parse_fault",
+    "parse_faults",
     "parse_profile",
+    "pick_fault",
     "plan",
     "profile_from_args",
     "start_sim",
@@ -100,6 +155,53 @@ _RETRY_TEMPLATE = (
     "This version addresses the failing test from your feedback.\n"
 )
 
+NO_CODE_REPLY = (
+    "I looked at the function and the docstring. The approach is to walk through the "
+    "input once, keep the running result in a local variable and return it at the end, "
+    "taking care of the empty input and the edge cases the examples show.\n"
+)
+
+# kind -> (status, OpenAI error type, message)
+HTTP_FAULTS: dict[str, tuple[int, str, str]] = {
+    "http_429": (
+        429,
+        "requests",
+        "Rate limit reached for requests (simulated fault http_429). Please try again in 1s.",
+    ),
+    "http_500": (
+        500,
+        "server_error",
+        "The server had an error while processing your request (simulated fault http_500).",
+    ),
+    "http_502": (502, "server_error", "Bad gateway (simulated fault http_502)."),
+    "http_503": (
+        503,
+        "server_error",
+        "The engine is currently overloaded, please try again later (simulated fault http_503).",
+    ),
+}
+FAULT_KINDS: tuple[str, ...] = (
+    *HTTP_FAULTS,
+    "refuse",
+    "reset",
+    "cut_json",
+    "malformed_json",
+    "stall",
+    "huge_line",
+    "invalid_utf8",
+    "empty",
+    "no_code",
+    "no_done",
+)
+# Faults that strike partway through a stream, before the content chunk at index
+# max(1, n_chunks // 2) (or after the last one when there are fewer).
+_MID_STREAM = frozenset({"reset", "cut_json", "malformed_json", "huge_line", "invalid_utf8"})
+HUGE_LINE_BYTES = 8 << 20
+_HUGE_PIECE = b"x" * (256 << 10)
+_KEEPALIVE_S = 1.0
+_DISCONNECT_POLL_S = 0.05
+_RESET_GRACE_S = 0.01
+
 _LISTEN_BACKLOG = 16384
 _SHUTDOWN_TIMEOUT = 2.0
 _MAX_BODY = 64 * 1024 * 1024
@@ -114,7 +216,7 @@ class SimDataError(FastAgentError, ValueError):
 
 
 class SimProfile(msgspec.Struct, frozen=True):
-    """How the simulated model behaves: its accuracy and its speed."""
+    """How the simulated model behaves: its accuracy, its speed and the faults it injects."""
 
     seed: int = 0
     p_first: float = 0.87
@@ -123,8 +225,10 @@ class SimProfile(msgspec.Struct, frozen=True):
     itl_ms: float = 2.0
     tokens_per_chunk: int = 1
     model: str = "fastagent-sim"
+    faults: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
+        msgspec.structs.force_setattr(self, "faults", _check_faults(self.faults))
         for key in ("p_first", "p_recover"):
             value = getattr(self, key)
             if not 0.0 <= value <= 1.0:
@@ -149,12 +253,72 @@ class SimProfile(msgspec.Struct, frozen=True):
         return msgspec.structs.asdict(self)
 
 
+def _check_faults(faults: Any) -> tuple[tuple[str, float], ...]:
+    """``faults`` as a tuple of ``(kind, rate)`` with float rates; ValueError when invalid."""
+    if isinstance(faults, str | bytes) or not isinstance(faults, Iterable):
+        raise ValueError(f"profile key 'faults' must be (kind, rate) pairs, got {faults!r}")
+    checked: list[tuple[str, float]] = []
+    for item in faults:
+        try:
+            kind, rate = item
+        except (TypeError, ValueError):
+            raise ValueError(f"fault {item!r} is not a (kind, rate) pair") from None
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {kind!r} (kinds: {', '.join(FAULT_KINDS)})")
+        if isinstance(rate, bool) or not isinstance(rate, int | float):
+            raise ValueError(f"fault {kind!r}: rate must be a number, got {rate!r}")
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"fault {kind!r}: rate must be within [0, 1], got {rate!r}")
+        if any(kind == seen for seen, _ in checked):
+            raise ValueError(f"fault {kind!r} is given twice")
+        checked.append((kind, float(rate)))
+    return tuple(checked)
+
+
+def parse_fault(text: str) -> tuple[str, float]:
+    """Parse ``"KIND"`` or ``"KIND:RATE"`` (RATE in [0, 1], default 1) into ``(kind, rate)``."""
+    kind, sep, raw = text.strip().partition(":")
+    kind = kind.strip().replace("-", "_")
+    rate = 1.0
+    if sep:
+        try:
+            rate = float(raw)
+        except ValueError:
+            raise ValueError(
+                f"fault {kind!r}: rate must be a number, got {raw.strip()!r}"
+            ) from None
+    return _check_faults([(kind, rate)])[0]
+
+
+def parse_faults(text: str) -> tuple[tuple[str, float], ...]:
+    """Parse ``"KIND[:RATE]+KIND[:RATE]..."`` (the profile's ``faults`` value); ``""`` is none."""
+    return _check_faults([parse_fault(item) for item in text.split("+") if item.strip()])
+
+
+def pick_fault(faults: tuple[tuple[str, float], ...], seed: int, n: int) -> str | None:
+    """The fault that hits chat request ``n`` (1-based), or None: the first whose draw hits.
+
+    Each request has its own ``random.Random(f"{seed}:{n}")``, so the decision for request
+    ``n`` depends on nothing else, and a fault of rate 1 always hits, of rate 0 never.
+    """
+    if not faults:
+        return None
+    rng = random.Random(f"{seed}:{n}")
+    for kind, rate in faults:
+        if rng.random() < rate:
+            return kind
+    return None
+
+
 _PROFILE_TYPES: dict[str, Any] = {f.name: f.type for f in msgspec.structs.fields(SimProfile)}
 PROFILE_KEYS: tuple[str, ...] = tuple(_PROFILE_TYPES)
 
 
 def parse_profile(text: str, base: SimProfile | None = None) -> SimProfile:
-    """Parse ``"key=value,key=value"`` (dashes in keys allowed) over ``base`` or the defaults."""
+    """Parse ``"key=value,key=value"`` (dashes in keys allowed) over ``base`` or the defaults.
+
+    ``faults`` takes ``KIND[:RATE]`` items joined by ``+``, e.g. ``faults=http_429:0.2+reset``.
+    """
     valid = ", ".join(PROFILE_KEYS)
     values = (base or SimProfile()).as_dict()
     for item in text.split(","):
@@ -169,6 +333,9 @@ def parse_profile(text: str, base: SimProfile | None = None) -> SimProfile:
         kind = _PROFILE_TYPES.get(key)
         if kind is None:
             raise ValueError(f"unknown profile key {key!r} (valid keys: {valid})")
+        if key == "faults":
+            values[key] = parse_faults(raw)
+            continue
         try:
             values[key] = kind(raw)
         except ValueError:
@@ -337,6 +504,8 @@ class _SimData:
             self.replies[tid, False] = _Reply(_FIRST_TEMPLATE.format(code=first_code), tpc)
             self.replies[tid, True] = _Reply(_RETRY_TEMPLATE.format(code=retry_code), tpc)
         self.unknown = _Reply(UNKNOWN_REPLY, tpc)
+        self.empty = _Reply("", tpc)
+        self.no_code = _Reply(NO_CODE_REPLY, tpc)
         self.model_json = _json_str(profile.model)
         self.models_body = orjson.dumps(
             {
@@ -381,6 +550,42 @@ def _content_text(content: str | list[Any] | None) -> str:
     )
 
 
+async def _gone_within(request: web.Request, seconds: float = math.inf) -> bool:
+    """Wait up to ``seconds`` for the client to leave; True once it has.
+
+    aiohttp does not cancel a handler when its client disconnects, so a handler that
+    writes nothing polls the transport instead.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        await asyncio.sleep(min(_DISCONNECT_POLL_S, left))
+
+
+def _reset(request: web.Request) -> None:
+    """Drop the connection with a TCP RST (``SO_LINGER`` 0) rather than an orderly FIN."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+def _http_fault_body(kind: str) -> bytes:
+    status, kind_type, message = HTTP_FAULTS[kind]
+    code = "rate_limit_exceeded" if status == 429 else None
+    error = {"message": message, "type": kind_type, "param": None, "code": code}
+    return orjson.dumps({"error": error})
+
+
 def build_app(
     profile: SimProfile, tasks_path: str | Path, solutions_path: str | Path
 ) -> web.Application:
@@ -398,6 +603,9 @@ def build_app(
     done_event = b"data: [DONE]\n\n"
     monotonic = time.monotonic
     sleep = asyncio.sleep
+    faults = profile.faults
+    fault_bodies = {kind: _http_fault_body(kind) for kind in HTTP_FAULTS}
+    stats: dict[str, Any] = {"requests": 0, "faults": dict.fromkeys(FAULT_KINDS, 0)}
 
     def bad_request(message: str) -> web.Response:
         body = {
@@ -418,6 +626,93 @@ def build_app(
 
     async def health(request: web.Request) -> web.Response:
         return web.Response(text="ok")
+
+    async def sim_stats(request: web.Request) -> web.Response:
+        injected = {kind: n for kind, n in stats["faults"].items() if n}
+        body = {"requests": stats["requests"], "faults": injected}
+        return web.Response(body=orjson.dumps(body), headers=json_headers)
+
+    def http_fault(kind: str, received_header: dict[str, str]) -> web.Response:
+        headers = {**json_headers, **received_header}
+        if kind == "http_429":
+            headers["Retry-After"] = "1"
+        return web.Response(status=HTTP_FAULTS[kind][0], body=fault_bodies[kind], headers=headers)
+
+    async def faulty_body(
+        request: web.Request, fault: str, raw: bytes, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        """A non-streamed completion ``raw`` sent the way ``fault`` says."""
+        resp = web.StreamResponse(headers=headers)
+        pieces = 0
+        if fault == "malformed_json":
+            raw = b"{not json}"
+        elif fault == "invalid_utf8":
+            raw = raw.replace(b'"content":"', b'"content":"\xff\xfe not utf-8 \xc3\x28 ', 1)
+        elif fault == "cut_json":
+            raw = raw[: len(raw) // 2]
+            resp.force_close()
+        elif fault == "huge_line":
+            pieces = HUGE_LINE_BYTES // len(_HUGE_PIECE)
+        if fault not in ("stall", "no_done"):
+            resp.content_length = len(raw) + pieces * len(_HUGE_PIECE)
+        try:
+            await resp.prepare(request)
+            if fault == "stall":
+                await _gone_within(request)
+            elif fault == "no_done":
+                await resp.write(raw[:-1])
+                while not await _gone_within(request, _KEEPALIVE_S):
+                    await resp.write(b" ")
+            elif fault == "reset":
+                await resp.write(raw[: len(raw) // 2])
+                await sleep(_RESET_GRACE_S)
+                _reset(request)
+            elif pieces:
+                start, _, end = raw.partition(b'"content":"')
+                await resp.write(start + b'"content":"')
+                for _ in range(pieces):
+                    await resp.write(_HUGE_PIECE)
+                await resp.write(end)
+                await resp.write_eof()
+            else:
+                await resp.write(raw)
+                await resp.write_eof()
+        except ConnectionError:
+            pass
+        return resp
+
+    async def inject(
+        request: web.Request,
+        resp: web.StreamResponse,
+        fault: str,
+        content_head: bytes,
+        next_chunk: bytes | None,
+        finish_event: bytes,
+    ) -> bool:
+        """Write a mid-stream fault; True when the stream ends with it."""
+        if fault == "malformed_json":
+            await resp.write(b"data: {not json}\n\n")
+            return False
+        if fault == "invalid_utf8":
+            await resp.write(content_head + b'"\xff\xfe not utf-8 \xc3\x28"' + stream_tail)
+            return False
+        if fault == "huge_line":
+            await resp.write(content_head + b'"')
+            for _ in range(HUGE_LINE_BYTES // len(_HUGE_PIECE)):
+                await resp.write(_HUGE_PIECE)
+            await resp.write(b'"' + stream_tail)
+            return False
+        if fault == "cut_json":
+            if next_chunk is not None:
+                cut = content_head + next_chunk[: max(2, len(next_chunk) // 2)]
+            else:
+                cut = finish_event[: len(finish_event) // 2]
+            await resp.write(cut)
+            await resp.write_eof()
+            return True
+        await sleep(_RESET_GRACE_S)
+        _reset(request)
+        return True
 
     async def chat(request: web.Request) -> web.StreamResponse:
         received = monotonic()
@@ -443,6 +738,14 @@ def build_app(
                 first_user = text
         task_id = data.index.find(first_user) if first_user else None
         reply = data.replies[task_id, attempt > 0] if task_id is not None else data.unknown
+        stats["requests"] = n_request = stats["requests"] + 1
+        fault = pick_fault(faults, profile.seed, n_request) if faults else None
+        if fault is not None:
+            stats["faults"][fault] += 1
+            if fault == "empty":
+                reply = data.empty
+            elif fault == "no_code":
+                reply = data.no_code
 
         n_tokens = len(reply.tokens)
         finish = "stop"
@@ -459,6 +762,13 @@ def build_app(
         cid = id_prefix + b"%08x" % next(ids)
         created = int(time.time())
         received_header = {"X-Fastagent-Received": repr(received)}
+        if fault in HTTP_FAULTS:
+            return http_fault(fault, received_header)
+        if fault == "refuse":
+            transport = request.transport
+            if transport is not None:
+                transport.close()
+            return web.Response()
 
         if not req.stream:
             delay = ttft + itl * max(0, n_chunks - 1) - (monotonic() - received)
@@ -481,9 +791,12 @@ def build_app(
                 "usage": usage,
                 "fastagent_timing": {"received": received, "first_byte": sent, "last_byte": sent},
             }
-            return web.Response(
-                body=orjson.dumps(body), headers={**json_headers, **received_header}
-            )
+            headers = {**json_headers, **received_header}
+            if fault is not None and fault not in ("empty", "no_code"):
+                if fault == "huge_line":
+                    body["choices"][0]["message"]["content"] = ""  # type: ignore[index]
+                return await faulty_body(request, fault, orjson.dumps(body), headers)
+            return web.Response(body=orjson.dumps(body), headers=headers)
 
         chunks = reply.chunks[:n_full]
         if rest:
@@ -505,6 +818,17 @@ def build_app(
                 **received_header,
             }
         )
+        finish_event = (
+            head
+            + b'"choices":[{"index":0,"delta":{},"finish_reason":"'
+            + finish.encode()
+            + b'"}]}\n\n'
+        )
+        inject_at = -1
+        if fault in _MID_STREAM:
+            inject_at = min(len(chunks), max(1, len(chunks) // 2))
+        if fault == "cut_json":
+            resp.force_close()
         try:
             await resp.prepare(request)
             due = received + ttft
@@ -516,22 +840,32 @@ def build_app(
                 b'"finish_reason":null}]}\n\n'
             )
             first_byte = monotonic()
-            if chunks:
-                await resp.write(content_head + chunks[0] + stream_tail)
+            if fault == "stall":
+                if chunks:
+                    await resp.write(content_head + chunks[0] + stream_tail)
+                await _gone_within(request)
+                return resp
             due = first_byte
-            for chunk in itertools.islice(chunks, 1, None):
-                if itl:
+            for i, chunk in enumerate(chunks):
+                if i and itl:
                     due += itl
                     delay = due - monotonic()
                     if delay > 0:
                         await sleep(delay)
+                if i == inject_at and await inject(
+                    request, resp, fault, content_head, chunk, finish_event
+                ):
+                    return resp
                 await resp.write(content_head + chunk + stream_tail)
-            await resp.write(
-                head
-                + b'"choices":[{"index":0,"delta":{},"finish_reason":"'
-                + finish.encode()
-                + b'"}]}\n\n'
-            )
+            if inject_at == len(chunks) and await inject(
+                request, resp, fault, content_head, None, finish_event
+            ):
+                return resp
+            if fault == "no_done":
+                while not await _gone_within(request, _KEEPALIVE_S):
+                    await resp.write(b": ping\n\n")
+                return resp
+            await resp.write(finish_event)
             last_byte = monotonic()
             tail = {
                 "usage": usage,
@@ -551,6 +885,7 @@ def build_app(
     app = web.Application(client_max_size=_MAX_BODY)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/v1/sim/plan", sim_plan)
+    app.router.add_get("/v1/sim/stats", sim_stats)
     app.router.add_get("/health", health)
     app.router.add_post("/v1/chat/completions", chat)
     return app
@@ -627,14 +962,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--itl-ms", type=float, default=None, help="delay between chunks")
     group.add_argument("--tokens-per-chunk", type=int, default=None)
     group.add_argument("--model", default=None, help="model name to report")
+    group.add_argument(
+        "--fault",
+        dest="faults",
+        action="append",
+        default=None,
+        metavar="KIND[:RATE]",
+        help="inject a fault into that share of chat requests (RATE in [0, 1], default 1); "
+        "repeatable, the first that hits a request wins; given at all, these replace the "
+        f"profile's faults. Kinds: {', '.join(FAULT_KINDS)}",
+    )
 
 
 def profile_from_args(args: argparse.Namespace) -> SimProfile:
-    """``--profile`` with the individual flags applied on top."""
+    """``--profile`` with the individual flags applied on top (``--fault`` flags replace
+    the profile's ``faults``)."""
     profile = parse_profile(getattr(args, "profile", "") or "")
     overrides = {
-        key: getattr(args, key) for key in PROFILE_KEYS if getattr(args, key, None) is not None
+        key: getattr(args, key)
+        for key in PROFILE_KEYS
+        if key != "faults" and getattr(args, key, None) is not None
     }
+    fault_flags = getattr(args, "faults", None)
+    if fault_flags:
+        overrides["faults"] = tuple(parse_fault(text) for text in fault_flags)
     return SimProfile(**{**profile.as_dict(), **overrides}) if overrides else profile
 
 

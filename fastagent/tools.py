@@ -8,9 +8,14 @@ b'hi\\n'
 
 ``exec`` runs the child in its own session (so its whole process group can be killed),
 with stdin closed, separate stdout/stderr read in bounded chunks and kept up to a cap
-(the overflow is counted, not stored), an environment without API keys, and a timeout
-that SIGKILLs the group. After the child exits the group is killed too, so a grandchild
-that kept the pipes open cannot hold the agent.
+(the overflow is counted, not stored), an environment without API keys (HOME and TMPDIR
+in the workspace), and a timeout that SIGKILLs the group. After the child exits the group
+is killed too, so a grandchild that kept the pipes open cannot hold the agent.
+
+With a :class:`~fastagent.sandbox.Sandbox` the child is also confined (PID and network
+namespaces, read-only filesystem outside the workspace, rlimits, a pids cgroup that is
+swept after every run: see ``fastagent/sandbox.py``), and ``exec(..., probe=True)`` hands
+the ``_pytest_probe`` plugin a private channel for the test's verdict (``ExecResult.probe``).
 """
 
 from __future__ import annotations
@@ -27,8 +32,12 @@ from pathlib import Path
 import msgspec
 
 from .errors import FastAgentError
+from .sandbox import Launch, ProbeChannel, Sandbox
 
-_SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL|AUTH)", re.IGNORECASE)
+_SECRET_ENV = re.compile(
+    r"(KEY|TOKEN|SECRET|PASS|CREDENTIAL|AUTH|PRIVATE|COOKIE)", re.IGNORECASE
+)
+_SECRET_VALUE = re.compile(r"://[^/@\s:]+:[^/@\s]+@")
 _READ_CHUNK = 64 * 1024
 _DRAIN_GRACE = 1.0
 
@@ -42,7 +51,9 @@ class ExecResult(msgspec.Struct, frozen=True, gc=False):
 
     ``exit_code`` is the process's return code (negative: killed by that signal);
     ``cause`` is "exit", "timeout" or "signal"; ``spawn_s`` is request → process running;
-    ``wall_s`` is process running → reaped and pipes drained.
+    ``wall_s`` is process running → reaped and pipes drained. ``sandbox`` is how the child
+    was confined ("off", "bwrap+cgroup", …); ``probe`` is the pytest probe's verdict
+    ("" unless asked for, see ``ProbeChannel.verdict``).
     """
 
     exit_code: int
@@ -53,6 +64,8 @@ class ExecResult(msgspec.Struct, frozen=True, gc=False):
     stderr_dropped: int
     spawn_s: float
     wall_s: float
+    sandbox: str = "off"
+    probe: str = ""
 
     @property
     def timed_out(self) -> bool:
@@ -60,16 +73,26 @@ class ExecResult(msgspec.Struct, frozen=True, gc=False):
 
 
 def scrubbed_env(base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
-    """A copy of the environment without anything that looks like a credential."""
+    """A copy of the environment without anything that looks like a credential.
+
+    Dropped: names containing KEY, TOKEN, SECRET, PASS, CREDENTIAL, AUTH, PRIVATE or COOKIE,
+    and values holding a URL with a password (``scheme://user:pw@host``).
+    """
     env = {
-        k: v for k, v in (os.environ if base is None else base).items() if not _SECRET_ENV.search(k)
+        k: v
+        for k, v in (os.environ if base is None else base).items()
+        if not _SECRET_ENV.search(k) and not _SECRET_VALUE.search(v)
     }
     env.update(extra)
     return env
 
 
 class ToolDispatcher:
-    """Tools bound to one workspace directory; every path argument is relative to it."""
+    """Tools bound to one workspace directory; every path argument is relative to it.
+
+    ``env`` defaults to the scrubbed environment with HOME and TMPDIR set to the workspace.
+    ``sandbox`` None runs children in a plain process group (``sandbox_mode`` "off").
+    """
 
     def __init__(
         self,
@@ -78,12 +101,21 @@ class ToolDispatcher:
         env: Mapping[str, str] | None = None,
         output_cap: int = 64 * 1024,
         timeout: float = 30.0,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.workspace = Path(workspace).resolve()
         self.workspace.mkdir(parents=True, exist_ok=True)
-        self.env = dict(env) if env is not None else scrubbed_env()
+        if env is None:
+            env = scrubbed_env(HOME=str(self.workspace), TMPDIR=str(self.workspace))
+        self.env = dict(env)
         self.output_cap = output_cap
         self.timeout = timeout
+        self.sandbox = sandbox
+
+    @property
+    def sandbox_mode(self) -> str:
+        """How children are confined, e.g. "bwrap+cgroup", or "off"."""
+        return "off" if self.sandbox is None else self.sandbox.label
 
     def resolve(self, path: str | os.PathLike[str]) -> Path:
         """The absolute path of ``path`` inside the workspace; ToolError if it would leave it."""
@@ -144,34 +176,62 @@ class ToolDispatcher:
         return hits
 
     def reset(self) -> None:
-        """Empty the workspace so the next attempt sees only what the loop puts there."""
-        for entry in os.scandir(self.workspace):
-            if entry.is_dir(follow_symlinks=False):
-                _rmtree(Path(entry.path))
-            else:
-                os.unlink(entry.path)
+        """Empty the workspace so the next attempt sees only what the loop puts there.
+
+        Hidden files, symlinks and read-only directories go too; ToolError if anything
+        survives (e.g. an immutable file), so an attempt never runs beside leftovers.
+        """
+        for _ in range(2):
+            for entry in os.scandir(self.workspace):
+                if entry.is_dir(follow_symlinks=False):
+                    _rmtree(Path(entry.path))
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+            left = os.listdir(self.workspace)
+            if not left:
+                return
+        raise ToolError(f"cannot empty the workspace: {sorted(left)[:5]} remain")
 
     async def bash(self, command: str, timeout: float | None = None) -> ExecResult:
         """Run ``command`` with bash -c in the workspace."""
         return await self.exec(["bash", "-c", command], timeout=timeout)
 
-    async def exec(self, argv: Sequence[str], timeout: float | None = None) -> ExecResult:
-        """Run ``argv`` in the workspace; see the module docstring for the guarantees."""
+    async def exec(
+        self, argv: Sequence[str], timeout: float | None = None, *, probe: bool = False
+    ) -> ExecResult:
+        """Run ``argv`` in the workspace; see the module docstring for the guarantees.
+
+        ``probe=True`` passes the pytest probe its channel (the command must load it with
+        ``-p fastagent._pytest_probe``) and puts the verdict in ``ExecResult.probe``.
+        """
         timeout = self.timeout if timeout is None else timeout
         cap = self.output_cap
         t_request = time.monotonic()
+        sandbox = self.sandbox
+        launch = sandbox.command(argv, self.workspace, timeout) if sandbox else None
+        channel = ProbeChannel() if probe else None
+        env = self.env if channel is None else {**self.env, **channel.env()}
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv,
+                *(launch.argv if launch else argv),
                 cwd=self.workspace,
-                env=self.env,
+                env=env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
+                pass_fds=channel.child_fds if channel else (),
             )
         except OSError as exc:
+            if channel is not None:
+                channel.close()
+            if launch is not None:
+                await launch.close()
             raise ToolError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
+        finally:
+            if channel is not None:
+                channel.close_child_ends()
         t_running = time.monotonic()
         assert proc.stdout is not None and proc.stderr is not None
         out = asyncio.ensure_future(_read_capped(proc.stdout, cap))
@@ -182,17 +242,17 @@ class ToolDispatcher:
         except TimeoutError:
             cause = "timeout"
         finally:
-            _kill_group(proc.pid)
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+            await _reap(proc, launch)
+            if channel is not None and cause != "exit":
+                channel.close()
         done, pending = await asyncio.wait((out, err), timeout=_DRAIN_GRACE)
         for task in pending:
             task.cancel()
         stdout, stdout_dropped = out.result() if out in done else (b"", 0)
         stderr, stderr_dropped = err.result() if err in done else (b"", 0)
         code = proc.returncode if proc.returncode is not None else -signal.SIGKILL
+        if sandbox is not None and cause == "exit":
+            code = sandbox.decode_exit(code)
         if cause == "exit" and code < 0:
             cause = "signal"
         return ExecResult(
@@ -204,7 +264,22 @@ class ToolDispatcher:
             stderr_dropped=stderr_dropped,
             spawn_s=t_running - t_request,
             wall_s=time.monotonic() - t_running,
+            sandbox=launch.label if launch else "off",
+            probe=channel.verdict() if channel is not None else "",
         )
+
+
+async def _reap(proc: asyncio.subprocess.Process, launch: Launch | None) -> None:
+    """Kill the group and the run's cgroup, reap the child, sweep the cgroup until empty."""
+    _kill_group(proc.pid)
+    if launch is not None:
+        launch.kill()
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+    if launch is not None:
+        await launch.close()
 
 
 async def _read_capped(stream: asyncio.StreamReader, cap: int) -> tuple[bytes, int]:

@@ -248,14 +248,15 @@ def test_unterminated_long_line_raises_as_soon_as_buffered(speedups: ModuleType)
 
 
 def test_accumulated_event_data_is_capped(speedups: ModuleType) -> None:
-    ok = b"data: 12345\ndata: 1234\n\n"
-    assert feed_all(speedups, [ok], max_line=10) == [b"12345\n1234"]
+    ok = b"data:12345\ndata:123456\n\n"
+    assert feed_all(speedups, [ok], max_line=12) == [b"12345\n123456"]
     with pytest.raises(SSELineTooLong):
-        feed_all(speedups, [b"data: 12345\ndata: 12345\n\n"], max_line=10)
-    parser = speedups.SSEParser(max_line=10)
-    parser.feed(b"data: 12345\n")
+        feed_all(speedups, [b"data:12345\ndata:1234567\n\n"], max_line=12)
+    parser = speedups.SSEParser(max_line=12)
+    parser.feed(b"data:12345\n")
+    parser.feed(b"data:123456")
     with pytest.raises(SSELineTooLong):
-        parser.feed(b"data: 12345\r")
+        parser.feed(b"7\r")
 
 
 def test_parser_is_reset_after_line_too_long(speedups: ModuleType) -> None:
@@ -263,8 +264,11 @@ def test_parser_is_reset_after_line_too_long(speedups: ModuleType) -> None:
     with pytest.raises(SSELineTooLong) as caught:
         parser.feed(b"data: a\n\ndata: 0123456789")
     assert isinstance(caught.value, ValueError)
-    assert parser.feed(b"\n\n") == []
     assert parser.feed(BOM + b"data: ok\n\n") == [b"ok"]
+    with pytest.raises(SSELineTooLong):
+        parser.feed(b"x" * 11)
+    assert parser.feed(b"data: ok2\r\n\r\n") == [b"ok2"]
+    assert parser.close() == []
 
 
 def test_openai_stream_in_odd_chunks(speedups: ModuleType) -> None:
@@ -387,11 +391,12 @@ def test_delta_content_long_escaped_content(speedups: ModuleType) -> None:
         ("```python", ""),
         ("```python\n\n```", "\n"),
         ("  ```python\n  if x:\n      y\n z\n  ```", "if x:\n    y\nz\n"),
-        ("    ```python\nx\n```", "x\n"),
+        ("    ```python\nx\n", None),
         ("````python\n```\ninner\n```\n````", "```\ninner\n```\n"),
         ("```python\nx\n```  \t\ny", "x\n"),
         ("```python\nx\n``` not a close\n```", "x\n``` not a close\n"),
-        ("```py`thon\nx\n```", None),
+        ("```py`thon\nx\n```", ""),
+        ("```py`thon\nx\n", None),
         ("~~~python\nx\n~~~", None),
         ("```python3\nx\n```", None),
         ("```python\nline\rwith cr\n```", "line\rwith cr\n"),
@@ -468,13 +473,17 @@ def test_import_error_falls_back_to_pure() -> None:
 _line_text = st.text(
     alphabet=st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=12
 ).map(str.encode)
-_values = _line_text | st.binary(max_size=8) | st.sampled_from([b"", b"[DONE]", b"12", CHUNK])
+_values = st.builds(
+    bytes.__add__,
+    st.sampled_from([b"", b"", b" ", b"  "]),
+    _line_text | st.binary(max_size=8) | st.sampled_from([b"", b"[DONE]", b"12", CHUNK]),
+)
 _lines = st.one_of(
     st.builds(lambda sp, v: b"data:" + sp + v, st.sampled_from([b"", b" ", b"  "]), _values),
     st.builds(lambda v: b":" + v, _values),
     st.just(b""),
     st.builds(
-        lambda f, v: f + b": " + v,
+        lambda f, v: f + b":" + v,
         st.sampled_from([b"event", b"id", b"retry", b"Data", b"foo", b"data "]),
         _values | st.integers(0, 10**20).map(lambda i: str(i).encode()),
     ),
@@ -488,7 +497,7 @@ streams = st.builds(
     st.lists(st.tuples(_lines, _ends), max_size=25),
     st.one_of(st.just(b""), _lines),
 )
-max_lines = st.sampled_from([1 << 20, 1 << 20, 1, 2, 8, 16, 40, 150])
+max_lines = st.sampled_from([1 << 20] * 6 + [1, 2, 8, 16, 40, 150])
 
 
 def reference_events(stream: bytes) -> list[bytes]:
@@ -513,21 +522,23 @@ def reference_events(stream: bytes) -> list[bytes]:
     return out
 
 
-Run = tuple[list[list[bytes]], int | None, tuple[Any, ...]]
+Run = tuple[list[list[bytes]], int | None, list[tuple[Any, ...]]]
 
 
 def run_chunks(module: ModuleType, chunks: Sequence[bytes], max_line: int) -> Run:
-    """Per-call outputs (the close() last), the index of the call that raised, final attributes."""
+    """Per-call outputs (the close() last), the index of the call that raised, and the
+    attributes (event, last_event_id, retry) after each call."""
     parser = module.SSEParser(max_line)
     outs: list[list[bytes]] = []
+    attrs: list[tuple[Any, ...]] = []
     failed: int | None = None
     try:
-        for chunk in chunks:
-            outs.append(parser.feed(chunk))
-        outs.append(parser.close())
+        for chunk in [*chunks, None]:
+            outs.append(parser.feed(chunk) if chunk is not None else parser.close())
+            attrs.append((parser.event, parser.last_event_id, parser.retry))
     except SSELineTooLong:
         failed = len(outs)
-    return outs, failed, (parser.event, parser.last_event_id, parser.retry)
+    return outs, failed, attrs
 
 
 def cut(stream: bytes, points: list[int]) -> list[bytes]:
@@ -557,7 +568,7 @@ def test_any_chunking_gives_the_same_events_at_the_same_point(
         ends = [len(b"".join(chunks[: j + 1])) for j in range(len(chunks))]
         if byte_failed is None:
             assert failed is None and whole_failed is None
-            assert attrs == byte_attrs == whole_attrs
+            assert attrs[-1] == byte_attrs[-1] == whole_attrs[-1]
             for j, end in enumerate(ends):
                 assert flat(outs[: j + 1]) == flat(by_byte[:end])
             assert flat(outs) == flat(by_byte) == flat(whole)
@@ -606,22 +617,31 @@ _json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
     max_leaves=8,
 )
-_content = st.none() | st.text(max_size=20) | _json_values
-_message = st.none() | st.fixed_dictionaries(
-    {}, optional={"role": st.just("assistant"), "content": _content, "x": _json_values}
-) | _json_values
-_choice = st.fixed_dictionaries(
-    {},
-    optional={"index": st.integers(0, 3), "delta": _message, "message": _message, "f": st.none()},
-) | _json_values
-_chunk = st.fixed_dictionaries(
-    {},
-    optional={
-        "id": st.text(max_size=10),
-        "choices": st.lists(_choice, max_size=3) | _json_values,
-        "usage": _json_values,
-    },
-) | _json_values
+_content = st.none() | st.sampled_from(["", " a", "b\n", "é😀"]) | st.text(max_size=20) | _json_values
+_message = st.one_of(
+    st.none(),
+    st.fixed_dictionaries({}, optional={"role": st.just("assistant"), "content": _content}),
+    st.fixed_dictionaries({"content": _content}, optional={"x": _json_values}),
+    _json_values,
+)
+_choice = st.one_of(
+    st.fixed_dictionaries(
+        {"delta": _message}, optional={"index": st.integers(0, 3), "message": _message}
+    ),
+    st.fixed_dictionaries({}, optional={"delta": _message, "message": _message, "f": st.none()}),
+    _json_values,
+)
+_chunk = st.one_of(
+    st.fixed_dictionaries(
+        {"choices": st.lists(_choice, min_size=1, max_size=3)},
+        optional={"id": st.text(max_size=10), "created": st.integers(0, 2**40)},
+    ),
+    st.fixed_dictionaries(
+        {},
+        optional={"choices": st.lists(_choice, max_size=3) | _json_values, "usage": _json_values},
+    ),
+    _json_values,
+)
 
 
 def expected_content(document: Any) -> tuple[str, Any]:
@@ -671,16 +691,69 @@ def test_delta_content_matches_the_document(
         assert outcome(compiled.delta_content, payload) == outcome(pure.delta_content, payload)
 
 
+_json_bytes = st.lists(
+    st.sampled_from(
+        [b"{", b"}", b"[", b"]", b",", b":", b'"', b"\\", b" ", b"\n", b"\t", b"\x0c", b"0",
+         b"1", b"9", b"-", b"+", b".", b"e", b"E", b"u", b"d8", b"dc", b"D83D", b"n", b"t", b"f",
+         b"true", b"null", b"/", b"\x00", b"\x1f", b"\x7f", b"\xc3", b"\xa9", b"\xed\xa0\x80",
+         b"\xf0\x9f\x98\x80", b"\xff", b"\xef\xbb\xbf"]
+    ),
+    max_size=8,
+).map(b"".join)
+_templates = [
+    b'{"a":%s,"choices":[{"delta":{"content":"x"}}]}',
+    b'{"choices":[{"delta":{"content":%s}}]}',
+    b'{"choices":[{"delta":{"content":"%s"}}]}',
+    b'{"choices":[{"delta":{"content":"x"},"message":%s}]}',
+    b'{"choices":[{"delta":{"content":"x"}},%s]}',
+    b'{"choices":[{"delta":{"content":"x"}}],"b":[1,{"c":%s}]}',
+    b'{"choices":[{"delta":%s}]}',
+    b'{"choices":%s}',
+    b'{"%s":1,"choices":[]}',
+    b"%s",
+    b'{"choices":[]}%s',
+]
+
+
 @PROPERTY
-@given(document=_chunk, edits=st.lists(st.tuples(st.integers(0, 10**6), st.binary(max_size=2))))
+@given(template=st.sampled_from(_templates), fragment=_json_bytes)
+def test_delta_content_agrees_on_json_fragments(template: bytes, fragment: bytes) -> None:
+    payload = template % fragment
+    results = [outcome(module.delta_content, payload) for module in implementations()]
+    assert all(result == results[0] for result in results)
+
+
+# (this, that): replace one occurrence of ``this`` with ``that``; classic ways JSON goes wrong.
+_CORRUPTIONS = [
+    (b"]", b",]"), (b"}", b",}"), (b"[", b"[,"), (b"{", b"{,"), (b",", b""), (b",", b",,"),
+    (b":", b"::"), (b":", b""), (b":", b":,"), (b"0", b"00"), (b"1", b"01"), (b"-", b"-0"),
+    (b"-", b"--"), (b"-", b"+"), (b".", b"."), (b".", b".e"), (b"e", b""), (b"e+", b"e"),
+    (b'"', b""), (b'"', b'\\"'), (b'"', b'"\\'), (b'"', b'"\\u12'), (b'"', b'"\\ud83d'),
+    (b'"', b'"\\udc00'), (b'"', b'"\\ud83d\\u0041'), (b'"', b'"\\x'), (b'"', b'"\x01'),
+    (b'"', b'"\x7f'), (b'"', b'"\xff'), (b'"', b'"\xc3'), (b'"', b'"\xed\xa0\x80'),
+    (b'"', b'"\xf4\x90\x80\x80'), (b'"', b'"\xe0\x80\xaf'), (b"true", b"tru"),
+    (b"null", b"nul"), (b"null", b"NULL"), (b"{", b"{{"), (b"[", b"[["), (b"}", b"}}"),
+    (b"]", b"]]"), (b",", b" \x0c"), (b",", b"\t,\r\n"), (b"}", b"}\x00"),
+]  # fmt: skip
+
+
+@PROPERTY
+@given(
+    document=_chunk,
+    corruptions=st.lists(
+        st.tuples(st.sampled_from(_CORRUPTIONS), st.integers(0, 100)), min_size=1, max_size=2
+    ),
+)
 def test_delta_content_agrees_on_damaged_json(
-    document: Any, edits: list[tuple[int, bytes]]
+    document: Any, corruptions: list[tuple[tuple[bytes, bytes], int]]
 ) -> None:
-    payload = bytearray(json.dumps(document, ensure_ascii=False).encode())
-    for position, replacement in edits:
-        at = position % (len(payload) + 1)
-        payload[at : at + (position % 3)] = replacement
-    results = [outcome(module.delta_content, bytes(payload)) for module in implementations()]
+    payload = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+    for (this, that), k in corruptions:
+        places = [m.start() for m in re.finditer(re.escape(this), payload)]
+        if places:
+            at = places[k % len(places)]
+            payload = payload[:at] + that + payload[at + len(this) :]
+    results = [outcome(module.delta_content, payload) for module in implementations()]
     assert all(result == results[0] for result in results)
 
 
@@ -693,8 +766,8 @@ def test_delta_content_agrees_on_arbitrary_bytes(payload: bytes) -> None:
 
 _code_tokens = st.sampled_from(
     ["```", "````", "`", "```python", "```py", "```PY", "```Python", "```bash", "```text",
-     "```python3", "``` py x", "\n", "\r\n", "\r", " ", "   ", "    ", "\t", "x = 1", "é", "~~~",
-     "python", ":"]
+     "````python", "```python3", "``` py x", "\n", "\n", "\n", "\r\n", "\r", " ", "   ",
+     "    ", "\t", "x = 1", "é", "~~~", "python", ":"]
 )  # fmt: skip
 code_texts = st.lists(_code_tokens, max_size=40).map("".join) | st.text(max_size=60)
 

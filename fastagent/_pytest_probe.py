@@ -1,0 +1,83 @@
+"""pytest plugin that reports the outcome of ``test_humaneval`` to the runtime, out of band.
+
+Loaded by the verification run with ``-p fastagent._pytest_probe`` (from the package, never
+from the workspace; the runtime puts a directory exposing only this package on PYTHONPATH).
+The runtime hands it two inherited file descriptors, named in ``FASTAGENT_PROBE=IN,OUT``:
+
+* ``IN`` is a pipe holding a per-run random nonce. The plugin reads it and closes the pipe
+  when pytest imports the plugin, i.e. before conftest files and test modules (and so the
+  solution) are imported. The nonce never travels in the environment, so it is not in
+  ``/proc/self/environ`` either; the variable (which holds only fd numbers) is deleted.
+* ``OUT`` is a pipe the runtime reads after the process is gone. At the end of the session
+  the plugin writes one line, ``<nonce> <verdict> <exitstatus>``, and nothing else.
+
+The runtime counts a pass only for exactly that line with verdict ``passed`` and exit status
+0, so exiting early (``os._exit(0)`` at import), printing pytest's PASSED line, or writing a
+guessed line to the pipe does not count. What this cannot stop: the solution runs inside this
+same interpreter, so code written to attack the harness can find the nonce in memory, or patch
+pytest's reporting, and forge a pass. The probe raises the bar from "print a string" to
+"deliberately introspect the test runner"; see docs/reliability.md.
+
+Standard library only, and importable by any Python 3.8+ that has pytest: the interpreter
+running the tests is not necessarily the one running the agent.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+ENV = "FASTAGENT_PROBE"
+TEST_NAME = "test_humaneval"
+
+
+def _take_channel() -> tuple[int, bytes] | None:
+    spec = os.environ.pop(ENV, None)
+    if not spec:
+        return None
+    try:
+        nonce_fd, out_fd = (int(part) for part in spec.split(","))
+        nonce = os.read(nonce_fd, 256).strip()
+        os.close(nonce_fd)
+        os.set_inheritable(out_fd, False)
+    except (ValueError, OSError):
+        return None
+    return out_fd, nonce
+
+
+_CHANNEL = _take_channel()
+_phases: dict[str, list[str]] = {"setup": [], "call": [], "teardown": []}
+
+
+def pytest_runtest_logreport(report: Any) -> None:
+    """Record each phase's outcome of the expected test (``file::test_humaneval``)."""
+    if report.nodeid.rsplit("::", 1)[-1] != TEST_NAME:
+        return
+    outcome = report.outcome
+    if getattr(report, "wasxfail", None) is not None:
+        outcome = "xfail"
+    _phases.setdefault(report.when, []).append(outcome)
+
+
+def verdict() -> str:
+    """``passed`` only when the expected test ran once and setup, call and teardown passed."""
+    setup, call, teardown = _phases["setup"], _phases["call"], _phases["teardown"]
+    if not setup and not call:
+        return "missing"
+    if any(o != "passed" for o in setup + teardown):
+        return "skipped" if "skipped" in setup else "error"
+    if len(call) != 1:
+        return "missing" if not call else "error"
+    return "passed" if call[0] == "passed" else ("skipped" if call[0] == "skipped" else "failed")
+
+
+def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
+    """Write the one report line; later writes (a second session) are refused by the runtime."""
+    if _CHANNEL is None:
+        return
+    out_fd, nonce = _CHANNEL
+    line = nonce + f" {verdict()} {int(exitstatus)}\n".encode()
+    try:
+        os.write(out_fd, line)
+    except OSError:
+        pass
