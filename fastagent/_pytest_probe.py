@@ -9,7 +9,8 @@ The runtime hands it two inherited file descriptors, named in ``FASTAGENT_PROBE=
   solution) are imported. The nonce never travels in the environment, so it is not in
   ``/proc/self/environ`` either; the variable (which holds only fd numbers) is deleted.
 * ``OUT`` is a pipe the runtime reads after the process is gone. At the end of the session
-  the plugin writes one line, ``<nonce> <verdict> <exitstatus>``, and nothing else.
+  the plugin writes one line, ``<nonce> <verdict> <exitstatus> <cpu>``, and nothing else;
+  ``cpu`` is this process's user+sys seconds so far (a measurement, not part of the verdict).
 
 The runtime counts a pass only for exactly that line with verdict ``passed`` and exit status
 0, so exiting early (``os._exit(0)`` at import), printing pytest's PASSED line, or writing a
@@ -24,7 +25,9 @@ running the tests is not necessarily the one running the agent.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
 from typing import Any
 
 ENV = "FASTAGENT_PROBE"
@@ -76,8 +79,8 @@ def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
     if _CHANNEL is None:
         return
     out_fd, nonce = _CHANNEL
-    line = nonce + f" {verdict()} {int(exitstatus)}\n".encode()
-    try:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime
+    line = nonce + f" {verdict()} {int(exitstatus)} {cpu:.6f}\n".encode()
+    with contextlib.suppress(OSError):
         os.write(out_fd, line)
-    except OSError:
-        pass

@@ -6,7 +6,8 @@ it is available::
 
     >>> from fastagent.speedups import SSEParser, delta_content
     >>> parser = SSEParser()
-    >>> [delta_content(p) for p in parser.feed(b'data: {"choices":[{"delta":{"content":"hi"}}]}\\n\\n')]
+    >>> chunk = b'data: {"choices":[{"delta":{"content":"hi"}}]}\\n\\n'
+    >>> [delta_content(payload) for payload in parser.feed(chunk)]
     ['hi']
 """
 
@@ -16,12 +17,12 @@ cimport cython
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
-from cpython.unicode cimport PyUnicode_DecodeUTF8
+from cpython.unicode cimport PyUnicode_DecodeUTF8, PyUnicode_Find, PyUnicode_FindChar
 from libc.string cimport memchr, memcmp, memcpy
 
 from fastagent._speedups_py import delta_content as _delta_content_py
 from fastagent._speedups_py import extract_code as _extract_code_py
-from fastagent.errors import MalformedChunk, SSELineTooLong
+from fastagent.errors import SSELineTooLong
 
 __all__ = ["SSEParser", "delta_content", "extract_code"]
 
@@ -39,7 +40,7 @@ cdef enum:
 @cython.final
 @cython.auto_pickle(False)
 cdef class SSEParser:
-    """Incremental ``text/event-stream`` parser (WHATWG rules, on bytes) returning ``data`` payloads.
+    """Incremental ``text/event-stream`` parser (WHATWG rules, on bytes) giving ``data`` payloads.
 
     >>> parser = SSEParser()
     >>> parser.feed(b"data: a\\r\\ndata: b\\r")
@@ -84,6 +85,10 @@ cdef class SSEParser:
     cdef Py_ssize_t _line_len, _line_cap
     cdef unsigned char* _data
     cdef Py_ssize_t _data_len, _data_cap
+    # The event's first data line is held, not copied, while it is the only one: it points into
+    # the chunk being parsed (or the line buffer) and is copied before that chunk is let go.
+    cdef const unsigned char* _held
+    cdef Py_ssize_t _held_len
 
     def __init__(self, max_line=1 << 20):
         max_line = operator.index(max_line)
@@ -109,6 +114,7 @@ cdef class SSEParser:
         self._skip_lf = False
         self._line_len = 0
         self._data_len = 0
+        self._held = NULL
         self._event_type = b""
         if self._line_cap > _KEEP_BUFFER:
             PyMem_Free(self._line)
@@ -119,12 +125,12 @@ cdef class SSEParser:
             self._data = NULL
             self._data_cap = 0
 
-    def feed(self, bytes data not None):
+    def feed(self, data):
         """Parse the next chunk of the stream; return the payloads of the events it completes."""
-        cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
-        cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
         cdef list out = []
-        self._feed(p, n, out)
+        if type(data) is not bytes:
+            data = memoryview(data).tobytes()
+        self._feed(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), out)
         return out
 
     def close(self):
@@ -136,7 +142,7 @@ cdef class SSEParser:
                 self._head = -1
             if self._line_len:
                 self._process(self._line, self._line_len, out)
-            if self._data_len:
+            if self._data_len or self._held != NULL:
                 self._dispatch(out)
         finally:
             self._reset()
@@ -183,6 +189,7 @@ cdef class SSEParser:
                     self._skip_lf = True
                 elif p[pos] == _LF:
                     pos += 1
+        self._keep()
         if pos < n:
             self._append_line(p + pos, n - pos)
         return 0
@@ -205,7 +212,7 @@ cdef class SSEParser:
         if m >= 6 and memcmp(s, b"data: ", 6) == 0:
             return self._add_data(s + 6, m - 6)
         if m == 0:
-            if self._data_len:
+            if self._data_len or self._held != NULL:
                 self._dispatch(out)
             self._event_type = b""
             return 0
@@ -240,6 +247,22 @@ cdef class SSEParser:
         return 0
 
     cdef int _add_data(self, const unsigned char* v, Py_ssize_t vlen) except -1:
+        if self._data_len == 0 and self._held == NULL and vlen <= self._max_line:
+            self._held = v
+            self._held_len = vlen
+            return 0
+        self._keep()
+        return self._append_data(v, vlen)
+
+    cdef int _keep(self) except -1:
+        """Copy a held data line into the data buffer."""
+        cdef const unsigned char* held = self._held
+        if held != NULL:
+            self._held = NULL
+            self._append_data(held, self._held_len)
+        return 0
+
+    cdef int _append_data(self, const unsigned char* v, Py_ssize_t vlen) except -1:
         cdef Py_ssize_t need = self._data_len + vlen
         if need > self._max_line:
             self._reset()
@@ -252,10 +275,14 @@ cdef class SSEParser:
         return 0
 
     cdef int _dispatch(self, list out) except -1:
-        out.append(PyBytes_FromStringAndSize(<const char*>self._data, self._data_len - 1))
+        if self._held != NULL:
+            out.append(PyBytes_FromStringAndSize(<const char*>self._held, self._held_len))
+            self._held = NULL
+        else:
+            out.append(PyBytes_FromStringAndSize(<const char*>self._data, self._data_len - 1))
+            self._data_len = 0
         self.event = self._event_type or b"message"
         self._event_type = b""
-        self._data_len = 0
         return 0
 
     cdef int _line_too_long(self) except -1:
@@ -318,48 +345,81 @@ cdef extern from *:
     }
 
     #if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    #define FA_SWAR 1
     #define FA_ONES 0x0101010101010101ULL
     #define FA_HIGH 0x8080808080808080ULL
-    /* Eight bytes at a time: each function's mask has the high bit set in the bytes to stop at;
-       a stray bit can only sit above a true one, and only the lowest one is used. */
+    /* Eight bytes at a time: each mask has the high bit set in the bytes to stop at; a stray bit
+       can only sit above a true one, so the lowest set bit is exact. */
     static inline uint64_t fa_load(const unsigned char *p) {
         uint64_t w;
         memcpy(&w, p, 8);
         return w;
     }
-    static inline uint64_t fa_stop_plain(uint64_t w) {
-        uint64_t q = w ^ (FA_ONES * 0x22), b = w ^ (FA_ONES * 0x5C);
-        return ((q - FA_ONES) & ~q) | ((b - FA_ONES) & ~b) | ((w - FA_ONES * 0x20) & ~w) | w;
-    }
-    static inline uint64_t fa_stop_digit(uint64_t w) {
-        uint64_t hi = (w & 0xF0F0F0F0F0F0F0F0ULL) ^ (FA_ONES * 0x30);
-        uint64_t nonzero = ((hi & ~FA_HIGH) + ~FA_HIGH) | hi;
-        return nonzero | ((((w & (FA_ONES * 0x0F)) + FA_ONES * 6) & (FA_ONES * 0x10)) << 3);
-    }
-    #define FA_RUN(name, table, stop) \\
-        static inline Py_ssize_t name(const unsigned char *p, Py_ssize_t i, Py_ssize_t n) { \\
-            uint64_t m; \\
-            for (; i + 8 <= n; i += 8) { \\
-                m = stop(fa_load(p + i)) & FA_HIGH; \\
-                if (m) return i + (__builtin_ctzll(m) >> 3); \\
-            } \\
-            while (i < n && table[p[i]]) i++; \\
-            return i; \\
-        }
+    static inline uint64_t fa_zero_bytes(uint64_t w) { return (w - FA_ONES) & ~w & FA_HIGH; }
     #else
-    #define FA_RUN(name, table, stop) \\
-        static inline Py_ssize_t name(const unsigned char *p, Py_ssize_t i, Py_ssize_t n) { \\
-            while (i < n && table[p[i]]) i++; \\
-            return i; \\
-        }
+    #define FA_SWAR 0
     #endif
 
-    /* Index of the first byte at or after i that stops a plain string run, or a digit run. */
-    FA_RUN(fa_plain_run, fa_plain, fa_stop_plain)
-    FA_RUN(fa_digit_run, fa_digit, fa_stop_digit)
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    #define FA_SSE2 1
+    #else
+    #define FA_SSE2 0
+    #endif
+
+    /* Index of the first byte at or after i that ends a run of plain string bytes (p[n] must be
+       readable); *quote tells whether that byte is a quote, read from the mask when possible. */
+    static inline Py_ssize_t fa_string_run(const unsigned char *p, Py_ssize_t i, Py_ssize_t n,
+                                           int *quote) {
+    #if FA_SSE2
+        /* Signed compare: "below 0x20" also catches 0x80-0xFF, which read as negative. */
+        const __m128i dq = _mm_set1_epi8(0x22), bs = _mm_set1_epi8(0x5C), sp = _mm_set1_epi8(0x20);
+        for (; i + 16 <= n; i += 16) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
+            unsigned q = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, dq));
+            unsigned m = q | (unsigned)_mm_movemask_epi8(
+                _mm_or_si128(_mm_cmpeq_epi8(v, bs), _mm_cmplt_epi8(v, sp)));
+            if (m) {
+                *quote = (m & (0u - m) & q) != 0;
+                return i + __builtin_ctz(m);
+            }
+        }
+    #endif
+    #if FA_SWAR
+        for (; i + 8 <= n; i += 8) {
+            uint64_t w = fa_load(p + i);
+            uint64_t q = fa_zero_bytes(w ^ (FA_ONES * 0x22));
+            uint64_t m = q | fa_zero_bytes(w ^ (FA_ONES * 0x5C))
+                         | ((((w - FA_ONES * 0x20) & ~w) | w) & FA_HIGH);
+            if (m) {
+                *quote = (m & (0 - m) & q) != 0;
+                return i + (__builtin_ctzll(m) >> 3);
+            }
+        }
+    #endif
+        while (i < n && fa_plain[p[i]]) i++;
+        *quote = p[i] == 0x22;
+        return i;
+    }
+
+    /* Index of the first non-digit at or after i. */
+    static inline Py_ssize_t fa_digit_run(const unsigned char *p, Py_ssize_t i, Py_ssize_t n) {
+    #if FA_SWAR
+        for (; i + 8 <= n; i += 8) {
+            uint64_t w = fa_load(p + i);
+            uint64_t high = (w & 0xF0F0F0F0F0F0F0F0ULL) ^ (FA_ONES * 0x30);
+            uint64_t m = ((((high & ~FA_HIGH) + ~FA_HIGH) | high)
+                          | ((((w & (FA_ONES * 0x0F)) + FA_ONES * 6) & (FA_ONES * 0x10)) << 3))
+                         & FA_HIGH;
+            if (m) return i + (__builtin_ctzll(m) >> 3);
+        }
+    #endif
+        while (i < n && fa_digit[p[i]]) i++;
+        return i;
+    }
     """
     void fa_init_tables() noexcept nogil
-    Py_ssize_t fa_plain_run(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil
+    Py_ssize_t fa_string_run(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, int* quote) noexcept nogil
     Py_ssize_t fa_digit_run(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil
 
 fa_init_tables()
@@ -424,14 +484,14 @@ cdef inline int _string(_Scan* s, _Str* out) noexcept nogil:
     cdef const unsigned char* p = s.p
     cdef Py_ssize_t i = s.i + 1, k
     cdef unsigned char c
-    cdef int unit
+    cdef int unit, quote
     out.start = i
     out.escaped = False
     while True:
-        i = fa_plain_run(p, i, s.n)
-        c = p[i]
-        if c == c'"':
+        i = fa_string_run(p, i, s.n, &quote)
+        if quote:
             break
+        c = p[i]
         if c == c'\\':
             out.escaped = True
             c = p[i + 1]
@@ -512,10 +572,11 @@ cdef inline int _colon(_Scan* s) noexcept nogil:
 cdef inline int _key(_Scan* s, _Str* key) noexcept nogil:
     """Scan an object key and the colon after it; keys that are not plain ASCII go the slow way."""
     cdef Py_ssize_t end
+    cdef int quote
     if s.p[s.i] != c'"':
         return _SLOW
-    end = fa_plain_run(s.p, s.i + 1, s.n)
-    if s.p[end] != c'"':
+    end = fa_string_run(s.p, s.i + 1, s.n, &quote)
+    if not quote:
         return _SLOW
     key.start = s.i + 1
     key.end = end
@@ -810,13 +871,13 @@ def extract_code(text):
     cdef bint inside = False, wanted = False
     cdef str info
     while True:
-        q = s.find("```", pos)
+        q = PyUnicode_Find(s, "```", pos, n, 1)
         if q < 0:
             break
-        line_start = s.rfind("\n", pos, q) + 1
+        line_start = PyUnicode_FindChar(s, "\n", pos, q, -1) + 1
         if line_start == 0:
             line_start = pos
-        line_end = s.find("\n", q)
+        line_end = PyUnicode_FindChar(s, "\n", q, n, 1)
         if line_end < 0:
             line_end = next_line = n
         else:

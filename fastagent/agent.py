@@ -8,7 +8,10 @@
 Attempt 1 sends the spec and the pytest module; every later attempt sends the previous
 code and the (bounded) pytest output back. At most ``config.max_retries`` retries.
 Before each attempt the workspace is emptied, so pytest sees only solution.py and
-test_solution.py. A pass counts only when pytest itself reports test_humaneval passed.
+test_solution.py. A pass counts only when pytest itself reports test_humaneval passed:
+the ``fastagent._pytest_probe`` plugin says so over a private channel (see ``passed``),
+never the exit code alone nor text the solution could print. The test process runs in the
+run's :class:`~fastagent.sandbox.Sandbox` (``--no-sandbox`` turns it off).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import msgspec
 from .config import Config
 from .dataset import Task
 from .llm import Completion, LLMClient, LLMError, Message
+from .sandbox import Sandbox
 from .speedups import extract_code
 from .telemetry import Telemetry
 from .tools import ExecResult, ToolDispatcher, ToolError, scrubbed_env
@@ -35,7 +39,52 @@ SYSTEM_PROMPT = (
 )
 SOLUTION_FILE = "solution.py"
 TEST_FILE = "test_solution.py"
-PASS_MARKER = b"PASSED " + TEST_FILE.encode() + b"::test_humaneval"
+PASS_MARKER = b"PASSED " + TEST_FILE.encode() + b"::test_humaneval"  # for people, not judging
+_INHERITED_ENV = (
+    "PYTEST_ADDOPTS",
+    "PYTEST_PLUGINS",
+    "PYTHONPATH",
+    "PYTHONSTARTUP",
+    "PYTHONUSERBASE",
+)
+
+
+def pytest_argv(python: str) -> tuple[str, ...]:
+    """The verification command: no cwd on sys.path (-P), no user site (-s), no ini file,
+    conftest files only from the workspace, and the probe plugin loaded from the package."""
+    return (
+        python, "-B", "-P", "-s", "-m", "pytest", "-q", "-rA", "--tb=short",
+        "-c", os.devnull, "--rootdir", ".", "--confcutdir", ".", "-p", "no:cacheprovider",
+        "-p", "fastagent._pytest_probe", TEST_FILE,
+    )  # fmt: skip
+
+
+#: What the simulated endpoint's wrong answers raise (fastagent/sim.py writes it).
+WRONG_ANSWER_MARKER = "simulated wrong answer"
+VERIFY_MODES = ("pytest", "trivial")
+
+
+def trivial_argv() -> tuple[str, ...]:
+    """``--verify trivial``: one cheap process per attempt standing in for pytest at scale.
+
+    It fails exactly the code that carries the simulated endpoint's wrong-answer marker, so
+    on that endpoint it reaches pytest's verdicts (every canonical solution passes its test
+    and every simulated wrong answer fails it: scripts/build_humaneval_dataset.py
+    --validate) for about 1/100 of pytest's CPU. It means nothing against a real model.
+    """
+    script = (
+        f'if grep -q "{WRONG_ANSWER_MARKER}" {SOLUTION_FILE}; '
+        'then echo "1 failed (trivial check)"; exit 1; fi; echo "1 passed (trivial check)"'
+    )
+    return ("/bin/sh", "-c", script)
+
+
+def passed(result: ExecResult, probed: bool = True) -> bool:
+    """A pass: exit status 0 and (for pytest) the probe's nonce-signed report that
+    test_humaneval passed."""
+    if result.exit_code != 0 or result.cause != "exit":
+        return False
+    return result.probe == "passed" if probed else True
 
 
 class TaskResult(msgspec.Struct, frozen=True, gc=False):
@@ -60,6 +109,7 @@ class TaskResult(msgspec.Struct, frozen=True, gc=False):
     ttft_ms: float | None
     tool_spawn_ms: float | None
     test_exit: str
+    test_cpu_s: float
 
 
 def build_prompt(task: Task) -> str:
@@ -120,12 +170,10 @@ class AgentLoop:
         self.root = Path(workspace_root)
         self.proc_slots = proc_slots or asyncio.Semaphore(config.max_procs)
         self.telemetry = telemetry or client.telemetry
-        self.env = scrubbed_env()
-        self.argv = (
-            config.python, "-B", "-P", "-m", "pytest", "-q", "-rA", "--tb=short",
-            "-c", os.devnull, "--rootdir", ".", "--confcutdir", ".", "-p", "no:cacheprovider",
-            TEST_FILE,
-        )  # fmt: skip
+        self.env = {k: v for k, v in scrubbed_env().items() if k not in _INHERITED_ENV}
+        self.probed = config.verify == "pytest"
+        self.argv = pytest_argv(config.python) if self.probed else trivial_argv()
+        self.sandbox = Sandbox.from_config(config)
         self.system = Message("system", SYSTEM_PROMPT)
 
     async def run(self, task: Task, index: int, agent_wait_s: float = 0.0) -> TaskResult:
@@ -140,6 +188,8 @@ class AgentLoop:
             return stats.finish("error", f"task deadline of {self.config.task_timeout:g}s passed")
         except LLMError as exc:
             self.telemetry.count(self.telemetry.error_causes, exc.cause)
+            stats.llm_calls += exc.retries + 1
+            stats.llm_retries += exc.retries
             return stats.finish("error", f"llm: {exc}")
         except (ToolError, OSError) as exc:
             self.telemetry.count(self.telemetry.error_causes, "tool")
@@ -156,6 +206,7 @@ class AgentLoop:
             env={**self.env, "HOME": str(workspace), "TMPDIR": str(workspace)},
             output_cap=config.output_cap,
             timeout=config.test_timeout,
+            sandbox=self.sandbox,
         )
         first_turn = [self.system, Message("user", build_prompt(task))]
         messages = first_turn
@@ -178,7 +229,7 @@ class AgentLoop:
                 continue
             result = await self._verify(tools, task, code, stats)
             stats.test_exit = result.cause if result.cause != "exit" else f"exit_{result.exit_code}"
-            if result.exit_code == 0 and PASS_MARKER in result.stdout:
+            if passed(result, self.probed):
                 return stats.finish("passed", "", first=attempt == 0)
             reason = "test timeout" if result.timed_out else "tests failed"
             messages = [
@@ -201,7 +252,7 @@ class AgentLoop:
             stats.queued_s += t_slot - t_wait
             telemetry.event("tool_start", task=task.id, attempt=stats.attempts)
             try:
-                result = await tools.exec(self.argv)
+                result = await tools.exec(self.argv, probe=self.probed)
             except ToolError as exc:
                 raise ToolError(f"{exc} (is {self.config.python!r} installed?)") from exc
         t1 = time.monotonic()
@@ -213,6 +264,8 @@ class AgentLoop:
         telemetry.count(telemetry.exit_causes, cause)
         if stats.tool_spawn_ms is None:
             stats.tool_spawn_ms = round(result.spawn_s * 1000, 3)
+        if result.test_cpu_s is not None:
+            stats.test_cpu_s += result.test_cpu_s
         telemetry.event(
             "tool_end",
             task=task.id,
@@ -230,7 +283,8 @@ class _Stats:
 
     __slots__ = (
         "agent_wait_s", "attempts", "completion_tokens", "llm_calls", "llm_retries", "model_s",
-        "prompt_tokens", "queued_s", "started", "task_id", "test_exit", "tool_s", "tool_spawn_ms",
+        "prompt_tokens", "queued_s", "started", "task_id", "test_cpu_s", "test_exit", "tool_s",
+        "tool_spawn_ms",
         "ttft_ms",
     )  # fmt: skip
 
@@ -244,6 +298,7 @@ class _Stats:
         self.ttft_ms: float | None = None
         self.tool_spawn_ms: float | None = None
         self.test_exit = ""
+        self.test_cpu_s = 0.0
 
     def add_completion(self, completion: Completion) -> None:
         self.llm_calls += 1 + completion.retries
@@ -276,4 +331,5 @@ class _Stats:
             ttft_ms=self.ttft_ms,
             tool_spawn_ms=self.tool_spawn_ms,
             test_exit=self.test_exit,
+            test_cpu_s=round(self.test_cpu_s, 6),
         )

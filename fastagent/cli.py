@@ -9,6 +9,7 @@ read, so ``--pure-python`` can select the speedups before they load.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -57,7 +58,8 @@ def _env(name: str, parse: Callable[[str], Any] | None = None) -> Any:
         raise UsageError(f"environment variable {name}: {exc}") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only the ``selected`` lazily loaded command gets its full arguments."""
     parser = argparse.ArgumentParser(
         prog="fastagent",
         description="The Python stack of a controlled benchmark of coding-agent runtimes.",
@@ -168,6 +170,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--python", help="interpreter that runs pytest [env BENCH_PYTHON; default python3 on PATH]"
     )
+    g.add_argument(
+        "--verify",
+        choices=("pytest", "trivial"),
+        default="pytest",
+        help="how an attempt is judged: pytest (default), or trivial, a cheap stand-in process "
+        "for scale runs against the simulated endpoint (fails exactly its wrong answers)",
+    )
+    g.add_argument(
+        "--no-sandbox",
+        dest="sandbox",
+        action="store_false",
+        help="run tests in a plain process group (no namespaces, rlimits or pids cgroup)",
+    )
+    g.add_argument(
+        "--network", action="store_true", help="let the test process use the network (default off)"
+    )
 
     g = bench.add_argument_group("output")
     g.add_argument("--results-dir", default="results/raw", help="where the CSV and summary go")
@@ -203,17 +221,37 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--check", action="store_true", help="check the environment and exit")
     bench.set_defaults(handler=_bench)
 
-    sim = sub.add_parser(
-        "sim",
-        help="serve the simulated OpenAI-compatible endpoint",
-        description="The simulated endpoint: answers from the canonical solutions with a "
-        "seeded, realistic profile of right, recovered and wrong answers.",
-    )
-    from .sim import add_arguments
-
-    add_arguments(sim)
-    sim.set_defaults(handler=_sim)
+    for name, (summary, description) in _COMMANDS.items():
+        command = sub.add_parser(name, help=summary, description=description)
+        if name == selected:
+            module = importlib.import_module(f"{__package__}.{name}")
+            module.add_arguments(command)
+            command.set_defaults(handler=module.main)
     return parser
+
+
+#: Commands whose module (and its imports) load only when that command runs, so the
+#: measured `fastagent bench` process never imports the simulator, report or sweep code.
+_COMMANDS = {
+    "sim": (
+        "serve the simulated OpenAI-compatible endpoint",
+        "The simulated endpoint: answers from the canonical solutions with a seeded, realistic "
+        "profile of right, recovered and wrong answers, and injects faults on request.",
+    ),
+    "report": (
+        "compare summary JSON files side by side (and draw charts with --plot)",
+        "Side-by-side table of any number of summaries: this stack's runs and other stacks'.",
+    ),
+    "sweep": (
+        "run the bench at several concurrency levels against one simulated endpoint",
+        "One fresh `fastagent bench` process per level; writes a table and a chart of peak RSS, "
+        "runtime CPU per task, per-call overhead p99 and loop lag p99 against the agents.",
+    ),
+}
+
+
+def _selected_command(argv: Sequence[str]) -> str | None:
+    return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -228,6 +266,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         "dataset": args.dataset or _env("BENCH_DATASET"),
         "tasks": args.tasks,
         "repeat": args.repeat,
+        "verify": args.verify,
         "resume": args.resume,
         "concurrency": concurrency,
         "max_retries": args.max_retries,
@@ -249,6 +288,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         "progress": sys.stderr.isatty() if args.progress is None else args.progress,
         "sample_interval": args.sample_interval,
         "sim_profile": args.sim_profile,
+        "sandbox": args.sandbox,
+        "network": args.network,
     }
     if args.max_procs:
         fields["max_procs"] = args.max_procs
@@ -279,12 +320,6 @@ def _bench(args: argparse.Namespace) -> int:
     print(format_summary(outcome.summary))
     print(f"results: {outcome.paths.csv}\n         {outcome.paths.summary}")
     return outcome.exit_code
-
-
-def _sim(args: argparse.Namespace) -> int:
-    from .sim import main
-
-    return main(args)
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -321,7 +356,8 @@ def _ms(value: float | None) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     from .errors import FastAgentError
 
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_selected_command(argv))
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args))

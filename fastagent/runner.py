@@ -27,6 +27,7 @@ from typing import Any
 import msgspec
 
 from . import __version__
+from ._http import aiohttp
 from .agent import AgentLoop, TaskResult
 from .config import Config
 from .dataset import Task, default_dataset_path, load_tasks
@@ -41,7 +42,6 @@ from .telemetry import (
     TraceWriter,
     cpu_seconds,
     kernel_peak_rss_kib,
-    live_children,
 )
 
 
@@ -134,7 +134,6 @@ def run_bench(config: Config, *, log: Callable[[str], None] | None = None) -> Ru
         paths = _prepare_results(config.results_dir)
     work_dir = Path(config.work_dir or Path(config.results_dir).parent / "runs" / paths.stamp)
     sim = None
-    profile: dict[str, Any] | None = None
     if not config.base_url:
         from ._simproc import SimProcess
 
@@ -145,16 +144,15 @@ def run_bench(config: Config, *, log: Callable[[str], None] | None = None) -> Ru
         config = msgspec.structs.replace(config, base_url=sim.start(), model=config.model or None)
         log(f"simulated endpoint at {sim.base_url} (pid {sim.pid})")
     try:
-        if sim is not None:
-            profile = _sim_profile(config.base_url or "")
-        summary = uvloop.run(_main(config, tasks, paths, work_dir, log, tally))
+        exclude = (sim.pid,) if sim and sim.pid else ()
+        summary = uvloop.run(_main(config, tasks, paths, work_dir, log, tally, exclude))
     finally:
         if sim is not None:
             sim.stop()
         if not config.keep_workspaces:
             shutil.rmtree(work_dir, ignore_errors=True)
-    summary["simulated"] = sim is not None
-    summary["sim_profile"] = profile
+    summary["simulated"] = summary["sim_profile"] is not None
+    summary["sim_started_by_bench"] = sim is not None
     summary["dataset"] = dataset
     summary["versions"]["pytest_in_tests"] = pytest_version
     write_json_atomic(paths.summary, summary)
@@ -202,14 +200,14 @@ def _prepare_results(results_dir: str) -> ResultPaths:
     return ResultPaths.new(results_dir)
 
 
-def _sim_profile(base_url: str) -> dict[str, Any] | None:
-    import urllib.request
-
-    with (
-        contextlib.suppress(OSError, ValueError),
-        urllib.request.urlopen(base_url.rstrip("/") + "/sim/plan", timeout=10) as resp,
-    ):
-        return msgspec.json.decode(resp.read()).get("profile")
+async def _sim_profile(client: LLMClient) -> dict[str, Any] | None:
+    """The simulated endpoint's profile (GET /sim/plan); None for any other server."""
+    url = client.models_url.removesuffix("/models") + "/sim/plan"
+    with contextlib.suppress(Exception):
+        async with client.session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            if resp.status == 200:
+                profile = msgspec.json.decode(await resp.read()).get("profile")
+                return profile if isinstance(profile, dict) else None
     return None
 
 
@@ -220,13 +218,16 @@ async def _main(
     work_dir: Path,
     log: Callable[[str], None],
     tally: _Tally,
+    exclude: tuple[int, ...],
 ) -> dict[str, Any]:
     trace_file = open(config.trace, "wb", buffering=64 * 1024) if config.trace else None  # noqa: SIM115
     telemetry = Telemetry(TraceWriter(trace_file) if trace_file else None)
-    sampler = Sampler(config.sample_interval, children=live_children)
+    sampler = Sampler(config.sample_interval, exclude=exclude)
     lag = LagProbe()
     loop = asyncio.get_running_loop()
     stop_signal: list[int] = []
+    sim_profile: dict[str, Any] | None = None
+    agent: AgentLoop | None = None
     cpu0 = cpu_seconds()
     t0 = time.monotonic()
     started_at = time.time()
@@ -234,6 +235,7 @@ async def _main(
         async with LLMClient(config, telemetry) as client:
             config = await _resolve_model(client, config)
             client.config = config
+            sim_profile = await _sim_profile(client)
             work_dir.mkdir(parents=True, exist_ok=True)
             agent = AgentLoop(
                 client,
@@ -295,9 +297,14 @@ async def _main(
             trace_file.close()
     wall = time.monotonic() - t0
     cpu1 = cpu_seconds()
-    return _summary(
+    summary = _summary(
         config, tally, telemetry, sampler, lag, paths, wall, cpu0, cpu1, started_at, stop_signal
     )
+    summary["sim_profile"] = sim_profile
+    summary["verify"] = config.verify
+    summary["sandbox"] = agent.sandbox.label if agent else None
+    summary["sandbox_warning"] = (agent.sandbox.warning or None) if agent else None
+    return summary
 
 
 async def _resolve_model(client: LLMClient, config: Config) -> Config:
@@ -340,7 +347,6 @@ def _summary(
     started_at: float,
     stop_signal: list[int],
 ) -> dict[str, Any]:
-    import aiohttp
     import uvloop
 
     runtime_cpu = cpu1[0] - cpu0[0]

@@ -200,6 +200,7 @@ HUGE_LINE_BYTES = 8 << 20
 _HUGE_PIECE = b"x" * (256 << 10)
 _KEEPALIVE_S = 1.0
 _DISCONNECT_POLL_S = 0.05
+_DISCONNECT_POLL_MAX_S = 0.5
 _RESET_GRACE_S = 0.01
 
 _LISTEN_BACKLOG = 16384
@@ -554,9 +555,11 @@ async def _gone_within(request: web.Request, seconds: float = math.inf) -> bool:
     """Wait up to ``seconds`` for the client to leave; True once it has.
 
     aiohttp does not cancel a handler when its client disconnects, so a handler that
-    writes nothing polls the transport instead.
+    writes nothing polls the transport instead, ever less often (at most every 0.5 s, so
+    thousands of stalled streams cost the sim little).
     """
     deadline = time.monotonic() + seconds
+    poll = _DISCONNECT_POLL_S
     while True:
         transport = request.transport
         if transport is None or transport.is_closing():
@@ -564,7 +567,8 @@ async def _gone_within(request: web.Request, seconds: float = math.inf) -> bool:
         left = deadline - time.monotonic()
         if left <= 0:
             return False
-        await asyncio.sleep(min(_DISCONNECT_POLL_S, left))
+        await asyncio.sleep(min(poll, left))
+        poll = min(poll * 2, _DISCONNECT_POLL_MAX_S)
 
 
 def _reset(request: web.Request) -> None:
@@ -952,7 +956,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--profile",
         default="",
         metavar="KEY=VAL,...",
-        help=f"sim profile; keys: {', '.join(PROFILE_KEYS)}",
+        help=f"sim profile; keys: {', '.join(PROFILE_KEYS)} (faults=KIND:RATE+KIND:RATE)",
     )
     group = parser.add_argument_group("profile overrides (win over --profile)")
     group.add_argument("--seed", type=int, default=None)

@@ -2,7 +2,8 @@
 
 >>> from fastagent.speedups import IMPLEMENTATION, SSEParser, delta_content, extract_code
 >>> parser = SSEParser()
->>> [delta_content(p) for p in parser.feed(b'data: {"choices":[{"delta":{"content":"hi"}}]}\\n\\n')]
+>>> chunk = b'data: {"choices":[{"delta":{"content":"hi"}}]}\\n\\n'
+>>> [delta_content(payload) for payload in parser.feed(chunk)]
 ['hi']
 >>> extract_code("```py\\nprint(1)\\n```")
 'print(1)\\n'

@@ -22,10 +22,13 @@ per task, runtime overhead per LLM call (p99), event-loop lag (p99), wall time a
 and ``OUT/sweep.png`` (those four figures against the number of agents, log x) when
 matplotlib is installed (``pip install 'fastagent[plot]'``), else a note.
 
-Cost: each test run starts a pytest, about 0.5 CPU-seconds. ``1,10,100,1000`` with the
-default 100 tasks per level is 1,300 tasks, about 1,450 test runs with the default profile's
-retries: some 12 CPU-minutes of pytest, roughly 6-8 minutes of wall time on 2 cores (the
-1,000-agent level alone is about 5), plus the sequential level 1 at ~1.3 s per task.
+Cost: every test run starts a pytest, 0.5-1 CPU-second each (1.0 measured on a 2-core
+dev box with the sandbox on), and the default profile makes ~1.27 test runs per task (87 %
+pass at once, 6 % on the second attempt, 7 % use all 4). ``1,10,100,1000`` with the default
+100 tasks per level is 1,300 tasks, ~1,650 test runs: 14-28 CPU-minutes of pytest, so
+7-14 minutes of wall time on 2 cores (the 1,000-agent level alone is 5-11) plus ~3 minutes
+for level 1, which runs its 100 tasks one at a time. (Measured: levels 10,150 with 10 tasks
+per level took 4 minutes.) Tests keep to levels like ``1,2`` with 2 tasks each.
 """
 
 from __future__ import annotations
@@ -138,7 +141,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.description = (
             "Run the bench once per concurrency level, each in a fresh process, against one "
             "simulated endpoint, and tabulate peak RSS, CPU, overhead and loop lag. Each test "
-            "run costs ~0.5 CPU-s of pytest: 1,000 tasks take ~10 CPU-minutes."
+            "run costs 0.5-1 CPU-s of pytest: 1,000 tasks take 10-20 CPU-minutes."
         )
     parser.add_argument(
         "--concurrency",
@@ -321,8 +324,12 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run_bench(cmd: list[str]) -> tuple[int, str]:
-    """Run one bench; on Ctrl-C let it write its partial summary, then re-raise."""
+def _run_bench(cmd: list[str]) -> tuple[int, str, bool]:
+    """Run one bench: (exit code, its stdout, whether the sweep was interrupted meanwhile).
+
+    On Ctrl-C or SIGTERM the bench is sent SIGINT (unless it got it too) and given a minute
+    to write the summary of the tasks it finished.
+    """
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
     try:
         stdout, _ = proc.communicate()
@@ -330,12 +337,12 @@ def _run_bench(cmd: list[str]) -> tuple[int, str]:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(60)
+            stdout, _ = proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait()
-        raise
-    return proc.returncode, stdout
+            stdout, _ = proc.communicate()
+        return proc.returncode, stdout or "", True
+    return proc.returncode, stdout, False
 
 
 def _newest_summary(results_dir: Path) -> Path | None:
@@ -391,10 +398,12 @@ def main(args: argparse.Namespace, out: Callable[[str], None] | None = None) -> 
 
     total = sum(n for _, n in plan)
     cores = os.cpu_count() or 1
-    floor = total * PYTEST_CPU_S / cores
+    wrong = max(0.0, 1 - profile.p_first - profile.p_recover)
+    runs = total * (profile.p_first + 2 * profile.p_recover + 4 * wrong)
+    floor = runs * PYTEST_CPU_S / cores
     log(
-        f"{len(plan)} level(s) {', '.join(str(level) for level, _ in plan)}: {total} tasks in "
-        f"all; at ~{PYTEST_CPU_S:g} CPU-s per pytest run that is at least "
+        f"{len(plan)} level(s) {', '.join(str(level) for level, _ in plan)}: {total} tasks, "
+        f"~{runs:.0f} test runs; at >= {PYTEST_CPU_S:g} CPU-s each that is at least "
         f"{f'{floor / 60:.1f} min' if floor >= 90 else f'{floor:.0f} s'} of tests on {cores} "
         f"core(s); output in {out_dir}"
     )
@@ -439,10 +448,12 @@ def main(args: argparse.Namespace, out: Callable[[str], None] | None = None) -> 
                     cmd.append("--pure-python")
                 cmd += args.bench_arg
                 log(f"level {level}: {n} tasks at concurrency {level}")
-                bench_code, stdout = _run_bench(cmd)
+                bench_code, stdout, interrupted = _run_bench(cmd)
                 if stdout.strip():
                     print(stdout.rstrip(), file=sys.stderr, flush=True)
                 path = _newest_summary(results_dir)
+                if path is None and interrupted:
+                    raise KeyboardInterrupt
                 if path is None:
                     log(f"level {level}: bench exited {bench_code} without a summary")
                     code = EXIT_BAD_INPUT if bench_code == EXIT_BAD_INPUT else 1
@@ -451,7 +462,7 @@ def main(args: argparse.Namespace, out: Callable[[str], None] | None = None) -> 
                 rows.append(_row(level, n, summary, path, bench_code))
                 meta["implementation"] = meta["implementation"] or summary.get("implementation")
                 _write_outputs(out_dir, meta, rows)
-                if bench_code == 130 or summary.get("interrupted"):
+                if interrupted or bench_code == 130 or summary.get("interrupted"):
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
             meta["interrupted"] = True

@@ -21,7 +21,7 @@ import resource
 import threading
 import time
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -29,13 +29,23 @@ import msgspec
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-#: pids of the test processes running now; the tools add and remove them, the sampler reads.
-CHILD_PIDS: set[int] = set()
-
-
-def live_children() -> tuple[int, ...]:
-    """A snapshot of CHILD_PIDS (tuple() of a set is atomic under the GIL)."""
-    return tuple(CHILD_PIDS)
+def descendants(root: int, exclude: frozenset[int] = frozenset()) -> list[int]:
+    """Every live descendant of ``root`` (not under an ``exclude`` pid), from the kernel's
+    ``/proc/PID/task/PID/children`` lists: a few small reads, no scan of all processes."""
+    found: list[int] = []
+    frontier = [root]
+    while frontier:
+        pid = frontier.pop()
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children", "rb") as f:
+                kids = [int(k) for k in f.read().split()]
+        except (OSError, ValueError):
+            continue
+        for kid in kids:
+            if kid not in exclude:
+                found.append(kid)
+                frontier.append(kid)
+    return found
 
 
 def kernel_peak_rss_kib() -> int:
@@ -128,7 +138,8 @@ class Sampler(threading.Thread):
     """Background RSS timeline of the runtime plus summed RSS and count of its live children.
 
     One daemon thread wakes every ``interval`` seconds and reads ``/proc/self/statm`` and,
-    for each pid that ``children()`` returns (the test processes the tools have running),
+    for each descendant process (sandbox wrappers, test processes and whatever they
+    started; ``exclude`` names subtrees to leave out, such as the simulated endpoint),
     ``/proc/PID/statm``. Reading /proc directly, rather than through psutil, is deliberate:
     psutil's ``children(recursive=True)`` scans every process on the machine at every tick
     (milliseconds of CPU each time, 20 times a second), and importing it costs the
@@ -139,11 +150,14 @@ class Sampler(threading.Thread):
     def __init__(
         self,
         interval: float = 0.05,
-        children: Callable[[], Iterable[int]] | None = None,
+        children: bool = True,
+        exclude: Iterable[int] = (),
     ) -> None:
         super().__init__(name="fastagent-sampler", daemon=True)
         self.interval = interval
         self.children = children
+        self.exclude = frozenset(exclude)
+        self._pid = os.getpid()
         self.times = array("f")
         self.rss_mib = array("f")
         self.peak_children_rss_kib = 0
@@ -161,10 +175,10 @@ class Sampler(threading.Thread):
         self.last_rss_kib = rss
         self.times.append(time.monotonic() - self._t0)
         self.rss_mib.append(rss / 1024.0)
-        if self.children is None:
+        if not self.children:
             return
         total = live = 0
-        for pid in tuple(self.children()):
+        for pid in descendants(self._pid, self.exclude):
             try:
                 with open(f"/proc/{pid}/statm", "rb") as f:
                     total += int(f.read().split()[1]) * _PAGE // 1024

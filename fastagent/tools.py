@@ -34,9 +34,7 @@ import msgspec
 from .errors import FastAgentError
 from .sandbox import Launch, ProbeChannel, Sandbox
 
-_SECRET_ENV = re.compile(
-    r"(KEY|TOKEN|SECRET|PASS|CREDENTIAL|AUTH|PRIVATE|COOKIE)", re.IGNORECASE
-)
+_SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASS|CREDENTIAL|AUTH|PRIVATE|COOKIE)", re.IGNORECASE)
 _SECRET_VALUE = re.compile(r"://[^/@\s:]+:[^/@\s]+@")
 _READ_CHUNK = 64 * 1024
 _DRAIN_GRACE = 1.0
@@ -53,7 +51,8 @@ class ExecResult(msgspec.Struct, frozen=True, gc=False):
     ``cause`` is "exit", "timeout" or "signal"; ``spawn_s`` is request → process running;
     ``wall_s`` is process running → reaped and pipes drained. ``sandbox`` is how the child
     was confined ("off", "bwrap+cgroup", …); ``probe`` is the pytest probe's verdict
-    ("" unless asked for, see ``ProbeChannel.verdict``).
+    ("" unless asked for, see ``ProbeChannel.verdict``) and ``test_cpu_s`` the test process's
+    own user+sys seconds as the probe reported them (None without a probe report).
     """
 
     exit_code: int
@@ -66,6 +65,7 @@ class ExecResult(msgspec.Struct, frozen=True, gc=False):
     wall_s: float
     sandbox: str = "off"
     probe: str = ""
+    test_cpu_s: float | None = None
 
     @property
     def timed_out(self) -> bool:
@@ -186,7 +186,7 @@ class ToolDispatcher:
                 if entry.is_dir(follow_symlinks=False):
                     _rmtree(Path(entry.path))
                 else:
-                    with contextlib.suppress(FileNotFoundError):
+                    with contextlib.suppress(OSError):  # what stays is reported below
                         os.unlink(entry.path)
             left = os.listdir(self.workspace)
             if not left:
@@ -206,11 +206,26 @@ class ToolDispatcher:
         ``-p fastagent._pytest_probe``) and puts the verdict in ``ExecResult.probe``.
         """
         timeout = self.timeout if timeout is None else timeout
-        cap = self.output_cap
         t_request = time.monotonic()
-        sandbox = self.sandbox
-        launch = sandbox.command(argv, self.workspace, timeout) if sandbox else None
+        launch = self.sandbox.command(argv, self.workspace, timeout) if self.sandbox else None
         channel = ProbeChannel() if probe else None
+        try:
+            return await self._run(argv, timeout, t_request, launch, channel)
+        finally:
+            if channel is not None:
+                channel.close()
+            if launch is not None:
+                await launch.close()
+
+    async def _run(
+        self,
+        argv: Sequence[str],
+        timeout: float,
+        t_request: float,
+        launch: Launch | None,
+        channel: ProbeChannel | None,
+    ) -> ExecResult:
+        cap = self.output_cap
         env = self.env if channel is None else {**self.env, **channel.env()}
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -224,10 +239,6 @@ class ToolDispatcher:
                 pass_fds=channel.child_fds if channel else (),
             )
         except OSError as exc:
-            if channel is not None:
-                channel.close()
-            if launch is not None:
-                await launch.close()
             raise ToolError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
         finally:
             if channel is not None:
@@ -243,16 +254,14 @@ class ToolDispatcher:
             cause = "timeout"
         finally:
             await _reap(proc, launch)
-            if channel is not None and cause != "exit":
-                channel.close()
         done, pending = await asyncio.wait((out, err), timeout=_DRAIN_GRACE)
         for task in pending:
             task.cancel()
         stdout, stdout_dropped = out.result() if out in done else (b"", 0)
         stderr, stderr_dropped = err.result() if err in done else (b"", 0)
         code = proc.returncode if proc.returncode is not None else -signal.SIGKILL
-        if sandbox is not None and cause == "exit":
-            code = sandbox.decode_exit(code)
+        if self.sandbox is not None and cause == "exit":
+            code = self.sandbox.decode_exit(code)
         if cause == "exit" and code < 0:
             cause = "signal"
         return ExecResult(
@@ -266,6 +275,7 @@ class ToolDispatcher:
             wall_s=time.monotonic() - t_running,
             sandbox=launch.label if launch else "off",
             probe=channel.verdict() if channel is not None else "",
+            test_cpu_s=channel.cpu_s if channel is not None else None,
         )
 
 
@@ -301,6 +311,19 @@ def _kill_group(pgid: int) -> None:
 
 
 def _rmtree(path: Path) -> None:
+    """Remove a tree the child may have made hard to remove (directories chmod 0 or 0500).
+
+    Directories get u+rwx top-down first (never through a symlink: the child's processes
+    are dead by now, so nothing can swap a directory for a link meanwhile).
+    """
     import shutil
 
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o700)
+    for root, dirs, _ in os.walk(path):
+        for name in dirs:
+            sub = os.path.join(root, name)
+            if not os.path.islink(sub):
+                with contextlib.suppress(OSError):
+                    os.chmod(sub, 0o700)
     shutil.rmtree(path, ignore_errors=True)

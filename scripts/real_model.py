@@ -155,6 +155,43 @@ def install(venv: Path = REAL_VENV, force: bool = False) -> Path:
 # ---- server ----------------------------------------------------------------------------------
 
 
+# The GGUF carries no chat template, so llama-cpp-python falls back to the llama-2 format,
+# and Gemma answers every prompt with an immediate end of turn (empty content). Its built-in
+# "gemma" format drops system messages. This is Gemma 3's own template instead: the system
+# text opens the first user turn. The server is started through this snippet, which registers
+# it as "gemma3" and then runs `python -m llama_cpp.server` with the same arguments.
+# REAL_MODEL_SSE_PING_S shortens sse-starlette's keep-alive comment interval (15 s), so the
+# tests see ": ping" comments between the data lines of every stream.
+SERVER_BOOT = """
+import os, runpy
+from llama_cpp import llama_chat_format as f
+
+if os.environ.get("REAL_MODEL_SSE_PING_S"):
+    from sse_starlette.sse import EventSourceResponse
+    EventSourceResponse.DEFAULT_PING_INTERVAL = float(os.environ["REAL_MODEL_SSE_PING_S"])
+
+@f.register_chat_format("gemma3")
+def format_gemma3(messages, **kwargs):
+    def text(m):
+        c = m.get("content") or ""
+        return c if isinstance(c, str) else "".join(p.get("text", "") for p in c)
+    system = "\\n\\n".join(text(m) for m in messages if m["role"] == "system")
+    turns = []
+    for m in messages:
+        if m["role"] == "system":
+            continue
+        role = "model" if m["role"] == "assistant" else "user"
+        body = text(m)
+        if system and role == "user":
+            body, system = system + "\\n\\n" + body, ""
+        turns.append("<start_of_turn>" + role + "\\n" + body + "<end_of_turn>\\n")
+    prompt = "".join(turns) + "<start_of_turn>model\\n"
+    return f.ChatFormatterResponse(prompt=prompt, stop="<end_of_turn>")
+
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -177,6 +214,8 @@ class Server:
         *,
         n_ctx: int = 8192,
         threads: int = 2,
+        chat_format: str = "gemma3",
+        ping_seconds: float | None = None,
         log_path: Path | None = None,
         startup_timeout: float = 180.0,
     ) -> None:
@@ -184,6 +223,8 @@ class Server:
         self.model = model
         self.n_ctx = n_ctx
         self.threads = threads
+        self.chat_format = chat_format
+        self.ping_seconds = ping_seconds
         self.startup_timeout = startup_timeout
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
         self.proc: subprocess.Popen[bytes] | None = None
@@ -195,21 +236,29 @@ class Server:
 
     def argv(self) -> list[str]:
         return [
-            str(self.python), "-m", "llama_cpp.server",
+            str(self.python), "-c", SERVER_BOOT,  # = python -m llama_cpp.server + "gemma3"
             "--model", str(self.model),
             "--model_alias", MODEL_ALIAS,
             "--host", "127.0.0.1", "--port", str(self.port),
             "--n_ctx", str(self.n_ctx),
             "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads),
+            "--chat_format", self.chat_format,
+            # a new request would otherwise end the running stream early with a normal
+            # [DONE]: concurrent requests queue instead (llama-cpp-python serves one at a time)
+            "--interrupt_requests", "False",
         ]  # fmt: skip
 
     def start(self) -> str:
         """Start and wait until GET /v1/models lists the model; the base URL."""
         for _ in range(3):  # a port taken between free_port() and the bind: try another
             self.port = free_port()
+            env = dict(os.environ)
+            if self.ping_seconds:
+                env["REAL_MODEL_SSE_PING_S"] = str(self.ping_seconds)
             with open(self.log_path, "ab") as out:
                 self.proc = subprocess.Popen(
                     self.argv(),
+                    env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,

@@ -483,9 +483,9 @@ def run_bench_cli(tmp_path: Path, *args: str, timeout: float = 60) -> tuple[int,
     env = {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
     for name in ("LLM_BASE_URL", "LLM_MODEL", "BENCH_DATASET", "BENCH_CONCURRENCY"):
         env.pop(name, None)
+    argv = [sys.executable, "-m", "fastagent", "bench", "--tasks", "4", "--concurrency", "4"]
     proc = subprocess.run(
-        [sys.executable, "-m", "fastagent", "bench", "--tasks", "4", "--concurrency", "4"]
-        + ["--results-dir", "out", *args],
+        [*argv, "--results-dir", "out", *args],
         cwd=tmp_path,
         env=env,
         capture_output=True,

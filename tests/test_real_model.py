@@ -73,7 +73,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 "run 'make real-model-install'"
             )
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
-    srv = rm.Server(python, model, n_ctx=8192, threads=2, log_path=log)
+    # keep-alive comments every 0.5 s: every stream below carries some between its data lines
+    srv = rm.Server(python, model, n_ctx=8192, threads=2, log_path=log, ping_seconds=0.5)
     try:
         srv.start()
     except RuntimeError as exc:
@@ -90,13 +91,14 @@ def _first_task_messages() -> list[Message]:
 
 
 def test_raw_stream_is_parsed(server: str) -> None:
-    """llama.cpp's own SSE bytes: role-only first chunk, empty last delta, [DONE]."""
+    """llama.cpp's own SSE bytes: role-only first chunk, keep-alive comments, empty last
+    delta, no usage chunk, [DONE]; the parser and delta_content take them all."""
     host, port = server.split("//")[1].split("/")[0].split(":")
     body = {
         "model": rm.MODEL_ALIAS,
         "messages": [{"role": "user", "content": "Write a Python function that adds two numbers."}],
         "stream": True,
-        "max_tokens": 24,
+        "max_tokens": 64,
         "temperature": 0,
         "seed": 0,
         "stream_options": {"include_usage": True},
@@ -123,6 +125,8 @@ def test_raw_stream_is_parsed(server: str) -> None:
     first = json.loads(payloads[0])
     assert first["choices"][0]["delta"].get("role") == "assistant"
     assert not first["choices"][0]["delta"].get("content")  # role only: not a token
+    assert b"\n: ping" in raw  # comments are no payloads
+    assert all(not p.startswith(b": ") for p in payloads)
 
 
 def test_client_streams_real_tokens(server: str) -> None:
@@ -153,11 +157,14 @@ def test_client_streams_real_tokens(server: str) -> None:
 
 
 def test_bench_loop_against_real_model(server: str, tmp_path: Path) -> None:
-    """`fastagent bench` on a few tasks: rows, statuses, streamed SSE, retries with feedback."""
+    """`fastagent bench` on a few tasks: rows, statuses, streamed SSE, retries with feedback.
+
+    Concurrency 2: the server serves one request at a time, so one agent's request waits
+    (kept alive by comments) while the other's streams or its pytest runs."""
     trace = tmp_path / "trace.jsonl"
     results = tmp_path / "results"
     argv = rm.bench_argv(
-        server, tasks=TASKS, concurrency=1, max_tokens=MAX_TOKENS, results_dir=results,
+        server, tasks=TASKS, concurrency=2, max_tokens=MAX_TOKENS, results_dir=results,
         trace=trace, python=sys.executable,
     )  # fmt: skip
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=900, cwd=tmp_path)

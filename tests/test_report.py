@@ -70,7 +70,12 @@ def test_three_fixtures_side_by_side(capsys: pytest.CaptureFixture[str]) -> None
     ]
     assert rows["wall (s)"][2] == f"126.0 (×{126.0 / cy['wall_seconds']:.2f})"
     # keys the C++ summary lacks show as a dash, never a number or an error
-    for label in ("errors", "runtime CPU / task (ms)", "runtime overhead p99 (ms)", "TTFT p50 (ms)"):
+    for label in (
+        "errors",
+        "runtime CPU / task (ms)",
+        "runtime overhead p99 (ms)",
+        "TTFT p50 (ms)",
+    ):
         assert rows[label][2] == report.MISSING, label
     assert rows["runtime overhead p99 (ms)"][0] == f"{cy['latency']['llm_overhead_ms']['p99']:.2f}"
     assert "runs differ in concurrency (3, 3, 100)" in out
@@ -202,9 +207,7 @@ def test_plot_without_matplotlib(
 
 
 def _imports_after(code: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
-    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
 
 
@@ -232,9 +235,7 @@ def test_report_module_does_not_import_matplotlib() -> None:
 def test_wired_into_cli(tmp_path: Path) -> None:
     from fastagent.cli import build_parser
 
-    sub = next(
-        a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
-    )
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     if "report" not in sub.choices:
         pytest.skip("`fastagent report` is not wired into fastagent/cli.py yet")
     proc = subprocess.run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import types
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,14 +295,19 @@ def test_parse_profile() -> None:
         "itl_ms": 0.0,
         "tokens_per_chunk": 1,
         "model": "m",
+        "faults": (),
     }
     assert parse_profile("tokens_per_chunk=4").tokens_per_chunk == 4
+    faulty = parse_profile("faults=http_429:0.2+reset + cut-json:0 ,seed=1")
+    assert faulty.faults == (("http_429", 0.2), ("reset", 1.0), ("cut_json", 0.0))
+    assert faulty.seed == 1
+    assert parse_profile("faults=", base=faulty).faults == ()
 
 
 @pytest.mark.parametrize(
     ("text", "pattern"),
     [
-        ("speed=3", r"unknown profile key 'speed' \(valid keys: seed, p_first, .*model\)"),
+        ("speed=3", r"unknown profile key 'speed' \(valid keys: seed, p_first, .*model, faults\)"),
         ("seed=x", r"profile key 'seed' expects an integer, got 'x'"),
         ("ttft_ms=fast", r"profile key 'ttft_ms' expects a number, got 'fast'"),
         ("seed", r"profile item 'seed' is not KEY=VALUE \(valid keys: "),
@@ -309,6 +316,12 @@ def test_parse_profile() -> None:
         ("itl_ms=-1", r"'itl_ms' must be a finite number >= 0"),
         ("tokens_per_chunk=0", r"'tokens_per_chunk' must be >= 1"),
         ("model=", r"'model' must not be empty"),
+        ("faults=gremlins", r"unknown fault 'gremlins' \(kinds: http_429, .*no_done\)"),
+        ("faults=reset:1.5", r"fault 'reset': rate must be within \[0, 1\], got 1.5"),
+        ("faults=reset:-0.1", r"fault 'reset': rate must be within \[0, 1\]"),
+        ("faults=reset:nan", r"fault 'reset': rate must be within \[0, 1\]"),
+        ("faults=reset:often", r"fault 'reset': rate must be a number, got 'often'"),
+        ("faults=reset+reset:0.5", r"fault 'reset' is given twice"),
     ],
 )
 def test_parse_profile_errors(text: str, pattern: str) -> None:
@@ -336,7 +349,7 @@ def test_models_and_plan_endpoints(data: Fixture) -> None:
         assert isinstance(models["data"][0]["created"], int)
         async with session.get(f"{base}/sim/plan") as resp:
             got = await resp.json()
-        assert got["profile"] == PROFILE.as_dict()
+        assert got["profile"] == json.loads(json.dumps(PROFILE.as_dict()))
         assert got["plan"] == plan(PROFILE, list(data.solutions_by_id))
         counts = [list(got["plan"].values()).count(k) for k in (FIRST, RECOVER, WRONG)]
         assert counts == [4, 2, 2]
@@ -672,6 +685,8 @@ def test_subprocess_ready_line_and_sigterm(data: Fixture) -> None:
         (["--profile", "warp=9"], "unknown profile key 'warp'"),
         (["--p-first", "2"], "'p_first' must be within [0, 1]"),
         (["--dataset", "/nonexistent/tasks.json"], "dataset file not found: /nonexistent"),
+        (["--fault", "gremlins:0.5"], "unknown fault 'gremlins'"),
+        (["--fault", "stall:2"], "fault 'stall': rate must be within [0, 1]"),
     ],
 )
 def test_subprocess_bad_input_exits_2(data: Fixture, argv: list[str], needle: str) -> None:
@@ -708,3 +723,303 @@ def test_real_dataset_pass_counts_over_http() -> None:
         for results in with_sim(real, profile, body)
     ]
     assert passed == [87, 93]
+
+
+# ---- fault injection --------------------------------------------------------------------------
+
+
+def faulty(kind: str, **extra: Any) -> SimProfile:
+    """Right answers at once and no delays, with ``kind`` hitting every request."""
+    settings: dict[str, Any] = {"p_first": 1.0, "p_recover": 0.0, "ttft_ms": 0, "itl_ms": 0}
+    return SimProfile(**{**settings, "faults": ((kind, 1.0),), **extra})
+
+
+@dataclass
+class Raw:
+    """A response read as bytes until it ended, broke or the reading time ran out."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    error: BaseException | None
+
+
+async def raw_post(
+    session: aiohttp.ClientSession,
+    base: str,
+    spec: str,
+    stream: bool = True,
+    read_for: float | None = 10.0,
+) -> Raw:
+    payload = {"messages": conversation(spec, 0), "stream": stream}
+    async with session.post(f"{base}/chat/completions", json=payload) as resp:
+        body = bytearray()
+        error: BaseException | None = None
+        try:
+            async with asyncio.timeout(read_for):
+                async for piece in resp.content.iter_any():
+                    body += piece
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            error = exc
+        return Raw(resp.status, dict(resp.headers), bytes(body), error)
+
+
+async def raw_exchange(base: str, spec: str) -> tuple[bytes, BaseException | None]:
+    """Send one streamed request over a bare socket; the bytes that came back and the error."""
+    url = urllib.parse.urlsplit(base)
+    body = json.dumps({"messages": conversation(spec, 0), "stream": True}).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {url.netloc}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    got = bytearray()
+    error: BaseException | None = None
+    try:
+        writer.write(head.encode() + body)
+        async with asyncio.timeout(5):
+            while piece := await reader.read(65536):
+                got += piece
+    except (ConnectionError, TimeoutError) as exc:
+        error = exc
+    finally:
+        writer.close()
+    return bytes(got), error
+
+
+def events_of(body: bytes) -> list[bytes]:
+    return [event for event in body.split(b"\n\n") if event]
+
+
+def test_pick_fault_is_seeded_and_follows_rates() -> None:
+    faults = (("http_503", 0.3), ("reset", 0.5))
+    seq = [sim.pick_fault(faults, 7, n) for n in range(1, 2001)]
+    assert seq == [sim.pick_fault(faults, 7, n) for n in range(1, 2001)]
+    assert seq != [sim.pick_fault(faults, 8, n) for n in range(1, 2001)]
+    assert 0.25 < seq.count("http_503") / len(seq) < 0.35
+    assert 0.30 < seq.count("reset") / len(seq) < 0.40  # (1 - 0.3) * 0.5: the first wins
+    first_wins = (("stall", 1.0), ("reset", 1.0))
+    assert {sim.pick_fault(first_wins, 0, n) for n in range(1, 100)} == {"stall"}
+    assert {sim.pick_fault((("stall", 0.0),), 0, n) for n in range(1, 100)} == {None}
+    assert sim.pick_fault((), 0, 1) is None
+
+
+def test_profile_faults_are_checked_and_normalised() -> None:
+    profile = SimProfile(faults=[["reset", 1], ("stall", 0.5)])  # type: ignore[arg-type]
+    assert profile.faults == (("reset", 1.0), ("stall", 0.5))
+    assert isinstance(profile.faults[0], tuple) and isinstance(profile.faults[0][1], float)
+    assert hash(profile) == hash(SimProfile(faults=(("reset", 1.0), ("stall", 0.5))))
+    assert sim.parse_fault("http-503") == ("http_503", 1.0)
+    assert sim.parse_fault(" reset:0.25 ") == ("reset", 0.25)
+    assert sim.parse_faults("") == ()
+    assert set(sim.FAULT_KINDS) == {
+        *("http_429", "http_500", "http_502", "http_503", "refuse", "reset", "cut_json"),
+        *("malformed_json", "stall", "huge_line", "invalid_utf8", "empty", "no_code", "no_done"),
+    }
+    with pytest.raises(ValueError, match=r"unknown fault 'boom'"):
+        SimProfile(faults=(("boom", 1.0),))
+    with pytest.raises(ValueError, match=r"is not a \(kind, rate\) pair"):
+        SimProfile(faults=("reset",))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"fault 'reset': rate must be a number"):
+        SimProfile(faults=(("reset", "1"),))  # type: ignore[arg-type]
+
+
+def test_fault_flags_replace_the_profile_faults() -> None:
+    parser = argparse.ArgumentParser()
+    sim.add_arguments(parser)
+    args = parser.parse_args(["--profile", "faults=reset,seed=2"])
+    assert sim.profile_from_args(args).faults == (("reset", 1.0),)
+    args = parser.parse_args(
+        ["--profile", "faults=reset,seed=2", "--fault", "http_429:0.5", "--fault", "stall"]
+    )
+    profile = sim.profile_from_args(args)
+    assert profile.faults == (("http_429", 0.5), ("stall", 1.0))
+    assert profile.seed == 2
+
+
+@pytest.mark.parametrize(
+    ("kind", "status"), [("http_429", 429), ("http_500", 500), ("http_502", 502), ("http_503", 503)]
+)
+def test_http_fault_is_an_openai_error(data: Fixture, kind: str, status: int) -> None:
+    async def body(base: str, session: aiohttp.ClientSession) -> Completion:
+        return await complete(session, base, conversation(data.specs["T/0"], 0))
+
+    result = with_sim(data, faulty(kind), body)
+    assert result.status == status
+    assert result.headers.get("Retry-After") == ("1" if status == 429 else None)
+    error = result.body["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert f"simulated fault {kind}" in error["message"]
+    assert error["code"] == ("rate_limit_exceeded" if status == 429 else None)
+
+
+def test_refuse_closes_the_connection_without_a_byte(data: Fixture) -> None:
+    async def body(base: str, session: aiohttp.ClientSession) -> Any:
+        return await raw_exchange(base, data.specs["T/0"])
+
+    got, error = with_sim(data, faulty("refuse"), body)
+    assert got == b"" and error is None  # an orderly close, nothing sent
+
+
+def test_reset_sends_some_content_then_a_tcp_reset(data: Fixture) -> None:
+    async def body(base: str, session: aiohttp.ClientSession) -> Any:
+        return await raw_exchange(base, data.specs["T/0"])
+
+    got, error = with_sim(data, faulty("reset"), body)
+    assert got.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert got.count(b'"delta":{"content":') >= 1
+    assert b"[DONE]" not in got and b'"finish_reason":"stop"' not in got
+    assert isinstance(error, ConnectionResetError)
+
+
+def test_cut_json_ends_the_body_inside_an_event(data: Fixture) -> None:
+    async def body(base: str, session: aiohttp.ClientSession) -> Raw:
+        return await raw_post(session, base, data.specs["T/0"])
+
+    raw = with_sim(data, faulty("cut_json"), body)
+    assert raw.error is None and raw.headers.get("Connection", "").lower() == "close"
+    *whole, last = raw.body.split(b"\n\n")
+    assert len(whole) >= 2  # the role chunk and at least one content chunk
+    for event in whole:
+        json.loads(event.removeprefix(b"data: "))
+    assert re.fullmatch(rb'data: \{.*"choices":\[\{"index":0,"delta":\{"content":"[^"]*', last)
+
+
+def test_malformed_json_event_mid_stream(data: Fixture) -> None:
+    async def body(base: str, session: aiohttp.ClientSession) -> Raw:
+        return await raw_post(session, base, data.specs["T/0"])
+
+    raw = with_sim(data, faulty("malformed_json"), body)
+    events = events_of(raw.body)
+    assert raw.error is None and events[-1] == b"data: [DONE]"
+    bad = events.index(b"data: {not json}")
+    assert b'"content":"' in events[bad - 1] and b'"content":"' in events[bad + 1]
+    text = "".join(
+        json.loads(e[6:])["choices"][0]["delta"].get("content") or ""
+        for e in events[:-3]
+        if e != b"data: {not json}"
+    )
+    assert code_of(text) == data.solutions_by_id["T/0"]
+
+
+def test_invalid_utf8_event_mid_stream(data: Fixture) -> None:
+    async def body(base: str, session: aiohttp.ClientSession) -> Raw:
+        return await raw_post(session, base, data.specs["T/0"])
+
+    raw = with_sim(data, faulty("invalid_utf8"), body)
+    events = events_of(raw.body)
+    assert raw.error is None and events[-1] == b"data: [DONE]"
+    bad = []
+    for event in events:
+        try:
+            event.decode("utf-8")
+        except UnicodeDecodeError:
+            bad.append(event)
+    assert len(bad) == 1 and bad[0].startswith(b"data: {") and b"\xff" in bad[0]
+
+
+def test_huge_line_is_one_multi_megabyte_event(data: Fixture) -> None:
+    async def body(base: str, session: aiohttp.ClientSession) -> Raw:
+        return await raw_post(session, base, data.specs["T/0"])
+
+    raw = with_sim(data, faulty("huge_line"), body)
+    events = events_of(raw.body)
+    assert raw.error is None and events[-1] == b"data: [DONE]"
+    (huge,) = [event for event in events if len(event) > 1 << 20]
+    assert b"\n" not in huge
+    assert json.loads(huge[6:])["choices"][0]["delta"]["content"] == "x" * sim.HUGE_LINE_BYTES
+
+
+def test_stall_sends_one_chunk_then_nothing_and_lets_go(data: Fixture) -> None:
+    async def body(base: str, session: aiohttp.ClientSession) -> Raw:
+        return await raw_post(session, base, data.specs["T/0"], read_for=0.5)
+
+    t0 = time.monotonic()
+    raw = with_sim(data, faulty("stall"), body)
+    # The sim's shutdown waits up to 2 s for handlers: the stalled one left with its client.
+    assert time.monotonic() - t0 < 2.2
+    assert isinstance(raw.error, TimeoutError)
+    events = events_of(raw.body)
+    assert len(events) == 2  # the role chunk and one content chunk
+    assert json.loads(events[1][6:])["choices"][0]["delta"]["content"]
+
+
+def test_no_done_sends_keepalives_and_never_ends(data: Fixture) -> None:
+    async def body(base: str, session: aiohttp.ClientSession) -> Raw:
+        return await raw_post(session, base, data.specs["T/0"], read_for=1.6)
+
+    t0 = time.monotonic()
+    raw = with_sim(data, faulty("no_done"), body)
+    assert time.monotonic() - t0 < 3.3  # not held up by the sim's 2 s shutdown grace
+    assert isinstance(raw.error, TimeoutError)
+    events = events_of(raw.body)
+    assert events[-1] == b": ping" and events.count(b": ping") >= 1
+    chunks = [json.loads(e[6:]) for e in events if e.startswith(b"data: ")]
+    assert all(c["choices"][0]["finish_reason"] is None for c in chunks)
+    assert not any("usage" in c for c in chunks)
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert code_of(text) == data.solutions_by_id["T/0"]
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_empty_and_no_code_replies_are_well_formed(data: Fixture, stream: bool) -> None:
+    async def body(base: str, session: aiohttp.ClientSession) -> Completion:
+        return await complete(session, base, conversation(data.specs["T/0"], 0), stream=stream)
+
+    empty = with_sim(data, faulty("empty"), body)
+    assert empty.status == 200 and empty.text == "" and empty.finish_reason == "stop"
+    assert empty.usage["completion_tokens"] == 0
+    if stream:
+        assert empty.content_chunks == [] and empty.events[-1] == "[DONE]"
+    prose = with_sim(data, faulty("no_code"), body)
+    assert prose.text == sim.NO_CODE_REPLY and "`" not in prose.text
+    assert prose.finish_reason == "stop"
+
+
+def test_non_streamed_faults_in_body_form(data: Fixture) -> None:
+    spec = data.specs["T/0"]
+
+    def post(kind: str, read_for: float = 10.0) -> Raw:
+        async def body(base: str, session: aiohttp.ClientSession) -> Raw:
+            return await raw_post(session, base, spec, stream=False, read_for=read_for)
+
+        return with_sim(data, faulty(kind), body)
+
+    raw = post("cut_json")
+    assert raw.error is None and int(raw.headers["Content-Length"]) == len(raw.body)
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(raw.body)
+    assert post("malformed_json").body == b"{not json}"
+    with pytest.raises(UnicodeDecodeError):
+        post("invalid_utf8").body.decode("utf-8")
+    huge = post("huge_line")
+    assert len(json.loads(huge.body)["choices"][0]["message"]["content"]) == sim.HUGE_LINE_BYTES
+    reset = post("reset")
+    assert isinstance(reset.error, aiohttp.ClientPayloadError) and reset.body
+    stalled = post("stall", read_for=0.3)
+    assert isinstance(stalled.error, TimeoutError) and stalled.body == b""
+    trickle = post("no_done", read_for=1.3)
+    assert isinstance(trickle.error, TimeoutError) and trickle.body.endswith(b"} ")
+    assert trickle.body.startswith(b'{"id":')
+
+
+def test_stats_count_requests_and_injected_faults(data: Fixture) -> None:
+    faults = (("http_503", 0.4), ("empty", 0.2))
+    profile = SimProfile(seed=3, ttft_ms=0, itl_ms=0, faults=faults)
+
+    async def body(base: str, session: aiohttp.ClientSession) -> tuple[list[Completion], Any]:
+        results = [
+            await complete(session, base, conversation(data.specs["T/1"], 0), stream=False)
+            for _ in range(30)
+        ]
+        async with session.get(f"{base}/sim/stats") as resp:
+            return results, await resp.json()
+
+    results, stats = with_sim(data, profile, body)
+    expected = [sim.pick_fault(faults, 3, n) for n in range(1, 31)]
+    assert [r.status == 503 for r in results] == [kind == "http_503" for kind in expected]
+    assert [r.status == 200 and r.text == "" for r in results] == [k == "empty" for k in expected]
+    assert stats == {
+        "requests": 30,
+        "faults": {k: expected.count(k) for k in ("http_503", "empty") if k in expected},
+    }

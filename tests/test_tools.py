@@ -130,3 +130,37 @@ def test_bash_and_missing_program(tools: ToolDispatcher) -> None:
 def test_killed_by_signal(tools: ToolDispatcher) -> None:
     result = uvloop.run(tools.exec(py("import os, signal; os.kill(os.getpid(), signal.SIGTERM)")))
     assert result.cause == "signal" and result.exit_code == -15
+
+
+def test_default_env_puts_home_and_tmpdir_in_the_workspace(
+    tools: ToolDispatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgres://user:hunter2@db/app")
+    monkeypatch.setenv("PLAIN_URL", "https://example.org/path")
+    fresh = ToolDispatcher(tools.workspace)
+    assert fresh.env["HOME"] == fresh.env["TMPDIR"] == str(tools.workspace)
+    assert "DATABASE_URL" not in fresh.env and fresh.env["PLAIN_URL"] == "https://example.org/path"
+    assert fresh.sandbox_mode == "off"
+
+
+def test_reset_refuses_to_run_beside_leftovers(tools: ToolDispatcher) -> None:
+    import shutil
+    import subprocess
+
+    tools.write_file("conftest.py", "x = 1\n")
+    chattr = shutil.which("chattr")
+    target = str(tools.workspace / "conftest.py")
+    if chattr is None or subprocess.run([chattr, "+i", target], capture_output=True).returncode:
+        pytest.skip("cannot make a file immutable here (needs root and a supporting fs)")
+    try:
+        with pytest.raises(ToolError, match=r"conftest\.py"):
+            tools.reset()
+    finally:
+        subprocess.run([chattr, "-i", target], check=True)
+    tools.reset()
+    assert tools.list_dir() == []
+
+
+def test_probe_without_the_plugin_reports_missing(tools: ToolDispatcher) -> None:
+    result = uvloop.run(tools.exec(py("print('no pytest here')"), probe=True))
+    assert result.exit_code == 0 and result.probe == "missing" and result.sandbox == "off"

@@ -1,0 +1,166 @@
+"""Telemetry figures against known workloads."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import uvloop
+
+from fastagent._simproc import SimProcess
+from fastagent.telemetry import (
+    Histogram,
+    LagProbe,
+    Sampler,
+    TraceWriter,
+    current_rss_kib,
+    descendants,
+    kernel_peak_rss_kib,
+)
+
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+def test_histogram_percentiles_within_one_percent() -> None:
+    rng = random.Random(7)
+    values = [rng.lognormvariate(-4, 1.5) for _ in range(20_000)]
+    h = Histogram()
+    for v in values:
+        h.add(v)
+    mean = sum(values) / len(values)
+    values.sort()
+    for q in (50, 90, 95, 99, 99.9):
+        exact = values[max(0, math.ceil(q / 100 * len(values)) - 1)]
+        assert abs(h.percentile(q) - exact) / exact < 0.011, q
+    assert h.count == len(values) and h.max == values[-1] and h.min == values[0]
+    assert h.summary()["mean"] == round(mean * 1000, 3)
+
+
+def test_empty_histogram_summary() -> None:
+    assert Histogram().summary() == {
+        "count": 0, "mean": None, "p50": None, "p95": None, "p99": None, "max": None
+    }  # fmt: skip
+
+
+def test_kernel_high_water_mark_sees_a_short_spike() -> None:
+    spike = bytearray(64 * 1024 * 1024)
+    for i in range(0, len(spike), 4096):
+        spike[i] = 1
+    during = current_rss_kib()
+    del spike
+    after = current_rss_kib()
+    assert during > after + 60 * 1024
+    # the kernel folds per-thread RSS counters into the high-water mark in batches of 64 pages
+    assert kernel_peak_rss_kib() >= during - 256
+
+
+def test_sampler_reads_self_and_live_children() -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", "x = bytearray(40 << 20); import time; time.sleep(30)"]
+    )
+    try:
+        time.sleep(0.5)
+        sampler = Sampler(0.02)
+        sampler.start()
+        time.sleep(0.3)
+        sampler.stop()
+    finally:
+        child.kill()
+        child.wait()
+    assert len(sampler.times) >= 5 and len(sampler.times) == len(sampler.rss_mib)
+    assert all(r > 5 for r in sampler.rss_mib)
+    assert sampler.peak_children == 1
+    assert sampler.peak_children_rss_kib > 40 * 1024
+
+
+def test_sampler_leaves_excluded_subtrees_out() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        time.sleep(0.3)
+        assert child.pid in descendants(os.getpid())
+        assert child.pid not in descendants(os.getpid(), frozenset({child.pid}))
+        sampler = Sampler(0.02, exclude=(child.pid,))
+        sampler.sample()
+    finally:
+        child.kill()
+        child.wait()
+    assert sampler.peak_children == 0
+
+
+def test_lag_probe_sees_a_blocked_loop() -> None:
+    async def main() -> LagProbe:
+        probe = LagProbe(0.01)
+        probe.start()
+        await asyncio.sleep(0.1)
+        time.sleep(0.25)
+        await asyncio.sleep(0.1)
+        await probe.stop()
+        return probe
+
+    probe = uvloop.run(main())
+    assert probe.lag.max >= 0.2
+    assert probe.lag.percentile(50) < 0.01
+
+
+def test_trace_is_one_json_line_per_event(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    with open(path, "wb") as f:
+        trace = TraceWriter(f)
+        trace.event("request", task="a")
+        trace.event("retry", task="a", cause="http_503")
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [e["event"] for e in lines] == ["request", "retry"]
+    assert lines[1]["cause"] == "http_503" and lines[1]["t"] >= lines[0]["t"]
+
+
+def run_bench(tmp_path: Path, *args: str, wrapper: tuple[str, ...] = ()) -> tuple[dict, str]:
+    env = {**os.environ, "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", "")}
+    proc = subprocess.run(
+        [*wrapper, sys.executable, "-m", "fastagent", "bench", "--results-dir", "out", *args],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (summary,) = (tmp_path / "out").glob("*_summary.json")
+    return json.loads(summary.read_text()), proc.stderr
+
+
+@pytest.mark.slow
+def test_latency_figures_match_the_configured_endpoint(tmp_path: Path) -> None:
+    with SimProcess(["--profile", "ttft_ms=200,itl_ms=10,tokens_per_chunk=1"]) as sim:
+        s, _ = run_bench(tmp_path, "--base-url", sim.base_url, "--tasks", "4", "--concurrency", "2")
+    lat = s["latency"]
+    assert 195 <= lat["ttft_ms"]["p50"] <= 260, lat["ttft_ms"]
+    assert 8 <= lat["itl_ms"]["p50"] <= 14, lat["itl_ms"]
+    assert 8 <= lat["tpot_ms"]["p50"] <= 14, lat["tpot_ms"]
+    assert lat["llm_e2e_ms"]["p50"] > lat["ttft_ms"]["p50"]
+    assert 0 < lat["llm_overhead_ms"]["p50"] < 30, lat["llm_overhead_ms"]
+    assert 0 <= lat["llm_queue_wait_ms"]["p50"] < 20
+    assert lat["tool_spawn_ms"]["count"] >= 4 and lat["tool_wall_ms"]["p50"] > 50
+    assert lat["task_wall_ms"]["count"] == 4
+    assert s["runtime_cpu_seconds"] > 0 and s["children_cpu_seconds"] > 0.5
+    assert s["peak_children"] >= 1 and s["peak_children_rss_mib"] > 1
+    assert s["peak_agents_in_flight"] == 2
+    assert s["loop_lag_ms"]["p99"] is not None
+    assert s["throughput"]["tasks_per_s"] > 0 and len(s["rss_timeline"]["t"]) > 5
+
+
+@pytest.mark.slow
+def test_peak_rss_agrees_with_gnu_time(tmp_path: Path) -> None:
+    with SimProcess() as sim:
+        s, stderr = run_bench(
+            tmp_path, "--base-url", sim.base_url, "--tasks", "10", "--concurrency", "10",
+            wrapper=("/usr/bin/time", "-v"),
+        )  # fmt: skip
+    match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", stderr)
+    assert match, stderr[-2000:]
+    gnu_mib = int(match.group(1)) / 1024
+    assert abs(s["peak_rss_mib"] - gnu_mib) / gnu_mib < 0.05, (s["peak_rss_mib"], gnu_mib)
