@@ -20,11 +20,23 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_DecodeUTF8, PyUnicode_Find, PyUnicode_FindChar
 from libc.string cimport memchr, memcmp, memcpy
 
-from fastagent._speedups_py import delta_content as _delta_content_py
-from fastagent._speedups_py import extract_code as _extract_code_py
+
 from fastagent.errors import SSELineTooLong
 
 __all__ = ["SSEParser", "delta_content", "extract_code"]
+
+cdef object _twin_module = None
+
+
+cdef object _twin():
+    """The pure twin, imported on first use: it is only the fallback for unusual input, and
+    importing it (its msgspec structs and decoder) costs the measured process ~0.6 MiB."""
+    global _twin_module
+    if _twin_module is None:
+        from fastagent import _speedups_py
+        _twin_module = _speedups_py
+    return _twin_module
+
 
 cdef extern from *:
     const Py_ssize_t PY_SSIZE_T_MAX
@@ -831,13 +843,13 @@ def delta_content(payload):
     cdef _Scan s
     cdef _Str content
     if type(payload) is not bytes:
-        return _delta_content_py(payload)
+        return _twin().delta_content(payload)
     s.p = <const unsigned char*>PyBytes_AS_STRING(payload)
     s.n = PyBytes_GET_SIZE(payload)
     s.i = 0
     content.present = False
     if _chunk(&s, &content) == _SLOW:
-        return _delta_content_py(payload)
+        return _twin().delta_content(payload)
     if not content.present:
         return None
     if content.escaped:
@@ -864,7 +876,7 @@ def extract_code(text):
     line, and an empty block gives ``""``. Tildes do not make fences.
     """
     if type(text) is not str:
-        return _extract_code_py(text)
+        return _twin().extract_code(text)
     cdef str s = <str>text
     cdef Py_ssize_t n = len(s), pos = 0, start = 0, indent = 0, ticks = 0
     cdef Py_ssize_t q, line_start, line_end, next_line, run

@@ -203,40 +203,44 @@ class AgentLoop:
         config = self.config
         tools = ToolDispatcher(
             workspace,
-            env={**self.env, "HOME": str(workspace), "TMPDIR": str(workspace)},
+            env=self.env,
             output_cap=config.output_cap,
             timeout=config.test_timeout,
             sandbox=self.sandbox,
         )
-        first_turn = [self.system, Message("user", build_prompt(task))]
-        messages = first_turn
+        # Only what the next turn needs survives between turns (the feedback pair); the
+        # prompt is rebuilt for each request and the client drops it once encoded, so a
+        # streaming or waiting agent holds no copy of the spec, the test or pytest's output.
+        feedback: tuple[Message, Message] | None = None
         reason = ""
         for attempt in range(config.max_retries + 1):
             stats.attempts = attempt + 1
             t0 = time.monotonic()
             try:
-                completion = await self.client.complete(messages, task=task.id)
+                completion = await self.client.complete(
+                    self._messages(task, feedback), task=task.id
+                )
             finally:
                 stats.model_s += time.monotonic() - t0
             stats.add_completion(completion)
             code = extract_code(completion.text)
+            del completion
             if code is None:
                 reason = "no code block in the reply"
-                messages = [
-                    *first_turn,
-                    *build_feedback(None, "Your reply had no ```python block."),
-                ]
+                feedback = build_feedback(None, "Your reply had no ```python block.")
                 continue
             result = await self._verify(tools, task, code, stats)
             stats.test_exit = result.cause if result.cause != "exit" else f"exit_{result.exit_code}"
             if passed(result, self.probed):
                 return stats.finish("passed", "", first=attempt == 0)
             reason = "test timeout" if result.timed_out else "tests failed"
-            messages = [
-                *first_turn,
-                *build_feedback(code, describe_run(result, config.feedback_chars)),
-            ]
+            feedback = build_feedback(code, describe_run(result, config.feedback_chars))
+            del result, code
         return stats.finish("failed", f"{reason} after {stats.attempts} attempts")
+
+    def _messages(self, task: Task, feedback: tuple[Message, Message] | None) -> list[Message]:
+        first = [self.system, Message("user", build_prompt(task))]
+        return first if feedback is None else [*first, *feedback]
 
     async def _verify(
         self, tools: ToolDispatcher, task: Task, code: str, stats: _Stats

@@ -122,6 +122,15 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         help="retries of one LLM call on connection errors, 408/409/429/5xx (default 6)",
     )
 
+    g.add_argument(
+        "--socket-rcvbuf",
+        type=non_negative_int,
+        default=16 * 1024,
+        metavar="BYTES",
+        help="receive buffer of each connection; bounds what a stream the runtime cannot "
+        "keep up with buffers in its heap (default 16384; 0 = the kernel's autotuning)",
+    )
+
     g = bench.add_argument_group("workload")
     g.add_argument(
         "--dataset", help="tasks JSON [env BENCH_DATASET; default: the bundled HumanEval 100]"
@@ -281,6 +290,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         "read_timeout": args.read_timeout,
         "call_timeout": args.call_timeout,
         "llm_retries": args.llm_retries,
+        "socket_rcvbuf": args.socket_rcvbuf,
         "results_dir": args.results_dir,
         "work_dir": args.work_dir,
         "keep_workspaces": args.keep_workspaces,

@@ -51,6 +51,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     backoff_max: float = 20.0
     retry_budget: float = 120.0
     max_completion_bytes: int = 1 << 20
+    socket_rcvbuf: int = 16 * 1024
     output_cap: int = 64 * 1024
     feedback_chars: int = 4000
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import random
+import socket
 import time
 from typing import Any
 
@@ -30,6 +31,31 @@ from .config import Config
 from .errors import FastAgentError, MalformedChunk, SSELineTooLong
 from .speedups import SSEParser, delta_content
 from .telemetry import Telemetry
+
+#: Bytes a response may buffer before aiohttp stops reading its socket (flow control):
+#: a backlog waits in the kernel's socket buffer instead of the measured heap.
+READ_BUFSIZE = 4096
+
+
+def _socket_factory(rcvbuf: int) -> Any:
+    """Sockets with a fixed receive buffer (``Config.socket_rcvbuf``; 0 keeps the kernel's).
+
+    One socket read hands aiohttp everything the kernel holds, and its parser turns that
+    into one bytes object per HTTP chunk (one per SSE event) before flow control can pause:
+    with thousands of streams outrunning the runtime, the kernel's autotuned buffer (up to
+    6 MiB) becomes tens of KiB of small objects per agent. 16 KiB still carries hundreds of
+    KB/s per stream across a WAN, far more than a token stream needs.
+    """
+
+    def make(addr_info: tuple[Any, ...]) -> socket.socket:
+        family, type_, proto, _, _ = addr_info
+        sock = socket.socket(family=family, type=type_, proto=proto)
+        if rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        return sock
+
+    return make
+
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 _DONE = b"[DONE]"
@@ -111,11 +137,12 @@ _encode = msgspec.json.Encoder().encode
 class _Attempt:
     """Mutable per-attempt state of one streamed call; discarded when the turn is retried."""
 
-    __slots__ = ("chunks", "first", "last", "parts", "size", "timing", "usage")
+    __slots__ = ("chunks", "first", "last", "text", "timing", "usage")
 
     def __init__(self) -> None:
-        self.parts: list[str] = []
-        self.size = 0
+        # The reply accumulates as UTF-8 in one buffer: one str object per streamed token
+        # would cost ~50 bytes of object header per few characters, for every agent.
+        self.text = bytearray()
         self.chunks = 0
         self.first: float | None = None
         self.last = 0.0
@@ -144,6 +171,7 @@ class LLMClient:
             limit_per_host=config.concurrency,
             ttl_dns_cache=300,
             enable_cleanup_closed=True,
+            socket_factory=_socket_factory(config.socket_rcvbuf),
         )
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         if config.api_key:
@@ -157,6 +185,7 @@ class LLMClient:
                 sock_read=config.read_timeout,
             ),
             auto_decompress=True,
+            read_bufsize=READ_BUFSIZE,
         )
         return self
 
@@ -209,13 +238,15 @@ class LLMClient:
                 stream_options={"include_usage": True} if config.stream else None,
             )
         )
+        del messages  # the caller keeps no copy either: the body is all a retry needs
         telemetry = self.telemetry
         started = time.monotonic()
         deadline = started + config.retry_budget
         retries = 0
         while True:
             try:
-                completion = await asyncio.wait_for(self._attempt(body, task), config.call_timeout)
+                async with asyncio.timeout(config.call_timeout):
+                    completion = await self._attempt(body, task)
             except TimeoutError:
                 error = LLMError(
                     f"no complete answer within {config.call_timeout:g}s", "call_timeout", True
@@ -314,10 +345,9 @@ class LLMClient:
                 itl.add(now - state.last)
             state.last = now
             state.chunks += 1
-            state.size += len(content)
-            if state.size > cap:
-                raise LLMError(f"completion larger than {cap} characters", "too_large", False)
-            state.parts.append(content)
+            state.text += content.encode()
+            if len(state.text) > cap:
+                raise LLMError(f"completion larger than {cap} bytes", "too_large", False)
             return True
         if content is None:
             self._take_extras(state, payload)
@@ -350,7 +380,7 @@ class LLMClient:
             now = time.monotonic()
             state.first = state.last = now
             state.chunks = 1
-            state.parts.append(content)
+            state.text += content.encode()
         self._take_extras(state, body)
         return state
 
@@ -361,7 +391,7 @@ class LLMClient:
         usage = state.usage
         tokens = usage.completion_tokens if usage and usage.completion_tokens else state.chunks
         completion = Completion(
-            text="".join(state.parts),
+            text=state.text.decode(),
             chunks=state.chunks,
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,

@@ -105,9 +105,9 @@ class ToolDispatcher:
     ) -> None:
         self.workspace = Path(workspace).resolve()
         self.workspace.mkdir(parents=True, exist_ok=True)
-        if env is None:
-            env = scrubbed_env(HOME=str(self.workspace), TMPDIR=str(self.workspace))
-        self.env = dict(env)
+        # Shared, not copied: thousands of dispatchers can use one scrubbed environment;
+        # exec adds HOME and TMPDIR (the workspace) when it builds the child's.
+        self.env = scrubbed_env() if env is None else env
         self.output_cap = output_cap
         self.timeout = timeout
         self.sandbox = sandbox
@@ -226,7 +226,8 @@ class ToolDispatcher:
         channel: ProbeChannel | None,
     ) -> ExecResult:
         cap = self.output_cap
-        env = self.env if channel is None else {**self.env, **channel.env()}
+        home = str(self.workspace)
+        env = {**self.env, "HOME": home, "TMPDIR": home, **(channel.env() if channel else {})}
         try:
             proc = await asyncio.create_subprocess_exec(
                 *(launch.argv if launch else argv),
