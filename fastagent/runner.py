@@ -41,6 +41,7 @@ from .telemetry import (
     Telemetry,
     TraceWriter,
     cpu_seconds,
+    descendants,
     kernel_peak_rss_kib,
 )
 
@@ -301,6 +302,8 @@ async def _main(
         config, tally, telemetry, sampler, lag, paths, wall, cpu0, cpu1, started_at, stop_signal
     )
     summary["sim_profile"] = sim_profile
+    summary["open_fds_at_end"] = len(os.listdir("/proc/self/fd"))
+    summary["live_children_at_end"] = len(descendants(os.getpid(), frozenset(exclude)))
     summary["verify"] = config.verify
     summary["sandbox"] = agent.sandbox.label if agent else None
     summary["sandbox_warning"] = (agent.sandbox.warning or None) if agent else None

@@ -159,3 +159,38 @@ def test_module_and_console_script_agree() -> None:
         [os.path.join(VENV_BIN, "fastagent"), "--version"], capture_output=True, text=True
     )
     assert proc.returncode == 0 and proc.stdout.startswith("fastagent ")
+
+
+def test_unwritable_results_dir(tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("a file, not a directory")
+    proc = fastagent("bench", "--tasks", "1", "--results-dir", "blocker/out", cwd=tmp_path)
+    assert proc.returncode == 2 and "results directory" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_non_openai_endpoint(tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    class Html(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html>hello</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Html)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        proc = fastagent("bench", "--tasks", "1", "--base-url", url, cwd=tmp_path)
+    finally:
+        server.shutdown()
+    assert proc.returncode == 2 and "not an OpenAI-compatible" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list(tmp_path.glob("results/raw/*.json"))

@@ -206,7 +206,7 @@ def test_http_fault_is_retried_then_reported(small_data: Any, kind: str) -> None
 def test_http_429_retry_after_is_honoured(small_data: Any) -> None:
     outcome = call(small_data, (("http_429", 1.0),), llm_retries=1, backoff_max=5.0)
     assert outcome.error is not None and outcome.error.cause == "http_429"
-    assert 1.0 <= outcome.elapsed < 3.0
+    assert 0.95 <= outcome.elapsed < 3.0
 
 
 def test_refuse_is_a_connection_error(small_data: Any) -> None:
@@ -272,14 +272,14 @@ def test_stall_ends_at_the_read_timeout(small_data: Any) -> None:
     outcome = call(small_data, (("stall", 1.0),), llm_retries=1, read_timeout=0.3)
     assert outcome.error is not None and outcome.error.cause == "read_timeout"
     assert outcome.retry_causes == {"read_timeout": 1}
-    assert 0.6 <= outcome.elapsed < 2.5
+    assert 0.55 <= outcome.elapsed < 2.5
 
 
 def test_stall_ends_at_the_call_deadline(small_data: Any) -> None:
     outcome = call(small_data, (("stall", 1.0),), llm_retries=1, call_timeout=0.5)
     assert outcome.error is not None and outcome.error.cause == "call_timeout"
     assert "no complete answer within 0.5s (after 1 retries)" in str(outcome.error)
-    assert 1.0 <= outcome.elapsed < 3.0
+    assert 0.95 <= outcome.elapsed < 3.0
 
 
 def test_no_done_keepalives_defeat_the_read_timeout_but_not_the_call_deadline(
@@ -291,7 +291,7 @@ def test_no_done_keepalives_defeat_the_read_timeout_but_not_the_call_deadline(
         small_data, (("no_done", 1.0),), llm_retries=0, read_timeout=1.5, call_timeout=2.5
     )
     assert outcome.error is not None and outcome.error.cause == "call_timeout"
-    assert 2.5 <= outcome.elapsed < 4.0
+    assert 2.4 <= outcome.elapsed < 4.0
     assert outcome.sim_stats["faults"] == {"no_done": 1}
 
 

@@ -155,10 +155,12 @@ def test_latency_figures_match_the_configured_endpoint(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_peak_rss_agrees_with_gnu_time(tmp_path: Path) -> None:
+    # GNU time reports the largest resident set among the process and its reaped children;
+    # trivial verification keeps every child far smaller than the runtime, so it is ours.
     with SimProcess() as sim:
         s, stderr = run_bench(
             tmp_path, "--base-url", sim.base_url, "--tasks", "10", "--concurrency", "10",
-            wrapper=("/usr/bin/time", "-v"),
+            "--verify", "trivial", wrapper=("/usr/bin/time", "-v"),
         )  # fmt: skip
     match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", stderr)
     assert match, stderr[-2000:]

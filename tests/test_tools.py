@@ -138,7 +138,9 @@ def test_default_env_puts_home_and_tmpdir_in_the_workspace(
     monkeypatch.setenv("DATABASE_URL", "postgres://user:hunter2@db/app")
     monkeypatch.setenv("PLAIN_URL", "https://example.org/path")
     fresh = ToolDispatcher(tools.workspace)
-    assert fresh.env["HOME"] == fresh.env["TMPDIR"] == str(tools.workspace)
+    code = "import os; print(os.environ['HOME']); print(os.environ['TMPDIR'])"
+    home, tmpdir = uvloop.run(fresh.exec(py(code))).stdout.decode().split()
+    assert home == tmpdir == str(tools.workspace)
     assert "DATABASE_URL" not in fresh.env and fresh.env["PLAIN_URL"] == "https://example.org/path"
     assert fresh.sandbox_mode == "off"
 
