@@ -326,12 +326,14 @@ class Server:
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM/SIGHUP into KeyboardInterrupt, so ``finally`` blocks stop the server."""
+    """Turn SIGINT/SIGTERM/SIGHUP into KeyboardInterrupt, so ``finally`` stops the server."""
 
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    # Ctrl-C too, even where the shell started us with SIGINT ignored (a background job)
+    old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
@@ -561,6 +563,9 @@ def run(args: argparse.Namespace) -> int:
     shutil.move(csvs[-1], csv_path)
     shutil.move(csvs[-1].with_name(csvs[-1].stem + "_summary.json"), summary_path)
     shutil.rmtree(scratch, ignore_errors=True)
+    if bench.returncode == 130:
+        log(f"interrupted; partial results: {csv_path}")
+        return 130
     problems, figures = check_run(csv_path, summary_path, trace, args.tasks)
     print(json.dumps(figures, indent=2))
     print(f"results: {csv_path}\n         {summary_path}\n         {trace}")
