@@ -225,7 +225,7 @@ class AgentLoop:
             stats.add_completion(completion)
             code = extract_code(completion.text)
             del completion
-            if code is None:
+            if code is None or not code.strip():
                 reason = "no code block in the reply"
                 feedback = build_feedback(None, "Your reply had no ```python block.")
                 continue

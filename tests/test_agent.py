@@ -115,6 +115,19 @@ def test_no_code_block_is_a_failed_attempt(tmp_path: Path) -> None:
     assert (result.status, result.attempts) == ("passed", 2)
 
 
+def test_an_empty_code_block_counts_as_no_code(tmp_path: Path) -> None:
+    seen: list[list[dict]] = []
+
+    def script(n: int, messages: list[dict]) -> tuple[int, str]:
+        seen.append(messages)
+        return 200, "```python\n\n```" if n == 0 else reply(RIGHT)
+
+    result = run_agent(answering(script), tmp_path)
+    assert (result.status, result.attempts) == ("passed", 2)
+    assert "no ```python block" in seen[1][3]["content"]
+    assert "tests failed" not in seen[1][3]["content"]
+
+
 def test_endpoint_500_then_answer_is_retried(tmp_path: Path) -> None:
     handler = answering(lambda n, m: (500, "overloaded") if n < 2 else (200, reply(RIGHT)))
     result = run_agent(handler, tmp_path)
