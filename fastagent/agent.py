@@ -194,6 +194,9 @@ class AgentLoop:
         except (ToolError, OSError) as exc:
             self.telemetry.count(self.telemetry.error_causes, "tool")
             return stats.finish("error", f"tool: {exc}")
+        except Exception as exc:  # a bug must still leave this task's row, not kill the run
+            self.telemetry.count(self.telemetry.error_causes, "internal")
+            return stats.finish("error", f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self.telemetry.agent_finished()
             if not self.config.keep_workspaces:

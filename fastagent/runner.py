@@ -135,16 +135,16 @@ def run_bench(config: Config, *, log: Callable[[str], None] | None = None) -> Ru
         paths = _prepare_results(config.results_dir)
     work_dir = Path(config.work_dir or Path(config.results_dir).parent / "runs" / paths.stamp)
     sim = None
-    if not config.base_url:
-        from ._simproc import SimProcess
-
-        args = ["--dataset", dataset]
-        if config.sim_profile:
-            args += ["--profile", config.sim_profile]
-        sim = SimProcess(args)
-        config = msgspec.structs.replace(config, base_url=sim.start(), model=config.model or None)
-        log(f"simulated endpoint at {sim.base_url} (pid {sim.pid})")
     try:
+        if not config.base_url:
+            from ._simproc import SimProcess
+
+            args = ["--dataset", dataset]
+            if config.sim_profile:
+                args += ["--profile", config.sim_profile]
+            sim = SimProcess(args)
+            config = msgspec.structs.replace(config, base_url=sim.start())
+            log(f"simulated endpoint at {sim.base_url} (pid {sim.pid})")
         exclude = (sim.pid,) if sim and sim.pid else ()
         summary = uvloop.run(_main(config, tasks, paths, work_dir, log, tally, exclude))
     finally:
@@ -281,7 +281,10 @@ async def _main(
                 else None
             )
             try:
-                await asyncio.gather(*workers, return_exceptions=True)
+                outcomes = await asyncio.gather(*workers, return_exceptions=True)
+                for failure in outcomes:
+                    if isinstance(failure, Exception):
+                        log(f"fastagent: internal error in a worker: {failure!r}")
             finally:
                 rows.close()
                 for signum in (signal.SIGINT, signal.SIGTERM):

@@ -211,3 +211,17 @@ def test_concurrent_agents_share_process_slots(tmp_path: Path) -> None:
     assert [r.status for r in results] == ["passed"] * 4
     assert sum(r.queued_s > 0.05 for r in results) >= 2
     assert all(re.fullmatch(r"Toy/\d", r.task_id) for r in results)
+
+
+def test_an_unexpected_exception_still_leaves_an_error_row(tmp_path: Path) -> None:
+    class Broken(LLMClient):
+        async def complete(self, messages: list, *, task: str = "") -> object:
+            raise RuntimeError("boom")
+
+    async def main() -> TaskResult:
+        cfg = Config(base_url="http://127.0.0.1:9/v1", model="m", python=sys.executable)
+        agent = AgentLoop(Broken(cfg), cfg, workspace_root=tmp_path)
+        return await agent.run(TASK, 0)
+
+    result = uvloop.run(main())
+    assert result.status == "error" and result.reason == "internal error: RuntimeError: boom"
