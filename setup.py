@@ -27,7 +27,9 @@ class build_py_with_dataset(build_py):
         for name in DATA_FILES:
             source = HERE / "dataset" / name
             if not source.is_file():
-                raise SystemExit(f"setup.py: {source} is missing; run scripts/build_humaneval_dataset.py")
+                raise SystemExit(
+                    f"setup.py: {source} is missing; run scripts/build_humaneval_dataset.py"
+                )
             shutil.copyfile(source, target / name)
 
 

@@ -98,6 +98,6 @@ def test_half_written_row_is_dropped_before_appending(tmp_path: Path) -> None:
 def test_resume_refuses_a_foreign_csv(tmp_path: Path) -> None:
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
     proc = start(tmp_path, "--tasks", "2", "--resume", "other.csv")
-    out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "not a fastagent results CSV" in err
     assert "Traceback" not in err
