@@ -87,6 +87,8 @@ SECTIONS: list[tuple[str, list[Metric]]] = [
         [
             Metric("model", "model", "text"),
             Metric("sim_profile", "endpoint", "profile"),
+            Metric("verify", "verification", "text"),
+            Metric("sandbox", "test sandbox", "text"),
             Metric("concurrency", "concurrency", "int"),
             Metric("max_procs", "max test processes", "int"),
             Metric("tasks", "tasks", "int"),
