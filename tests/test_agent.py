@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import msgspec
@@ -50,14 +51,22 @@ def answering(script: Callable[[int, list[dict]], tuple[int, str]]) -> Callable:
     return handler
 
 
+@contextlib.asynccontextmanager
+async def serving(handler: Callable) -> AsyncIterator[str]:
+    """Serve ``handler`` at /v1/chat/completions on a free loopback port; yield the base URL."""
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    finally:
+        await runner.cleanup()
+
+
 def run_agent(handler: Callable, tmp_path: Path, task: Task = TASK, **config: object) -> TaskResult:
     async def main() -> TaskResult:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        port = runner.addresses[0][1]
         settings: dict[str, object] = {
             "model": "m",
             "python": sys.executable,
@@ -66,13 +75,11 @@ def run_agent(handler: Callable, tmp_path: Path, task: Task = TASK, **config: ob
             "test_timeout": 20.0,
         }
         settings.update(config)
-        cfg = Config(base_url=f"http://127.0.0.1:{port}/v1", **settings)  # type: ignore[arg-type]
-        try:
+        async with serving(handler) as base_url:
+            cfg = Config(base_url=base_url, **settings)  # type: ignore[arg-type]
             async with LLMClient(cfg, Telemetry()) as client:
                 agent = AgentLoop(client, cfg, workspace_root=tmp_path / "ws")
                 return await agent.run(task, index=0)
-        finally:
-            await runner.cleanup()
 
     return uvloop.run(main())
 
@@ -189,23 +196,12 @@ def test_tasks_with_prompt_helpers_pass_with_canonical_code(tmp_path: Path, inde
 
 def test_concurrent_agents_share_process_slots(tmp_path: Path) -> None:
     async def main() -> list[TaskResult]:
-        handler = answering(lambda n, m: (200, reply(RIGHT)))
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        port = runner.addresses[0][1]
-        cfg = Config(
-            base_url=f"http://127.0.0.1:{port}/v1", model="m", python=sys.executable, max_procs=1
-        )
-        try:
+        async with serving(answering(lambda n, m: (200, reply(RIGHT)))) as base_url:
+            cfg = Config(base_url=base_url, model="m", python=sys.executable, max_procs=1)
             async with LLMClient(cfg) as client:
                 agent = AgentLoop(client, cfg, workspace_root=tmp_path)
                 tasks = [Task(id=f"Toy/{i}", spec=TASK.spec, test=TASK.test) for i in range(4)]
                 return await asyncio.gather(*(agent.run(t, i) for i, t in enumerate(tasks)))
-        finally:
-            await runner.cleanup()
 
     results = uvloop.run(main())
     assert [r.status for r in results] == ["passed"] * 4
