@@ -1,10 +1,12 @@
-"""The per-connection memory floor under the runtime: aiohttp vs a bare uvloop protocol.
+"""The per-connection memory floor under the runtime: aiohttp, fastagent's wire client, and
+a bare uvloop protocol.
 
 N streaming requests are held open at once against a local server (its own process) that
 sends one SSE event and then nothing; the client's RSS growth per connection is printed for
-an aiohttp ClientSession (what fastagent's client uses, with its read buffer settings) and
-for a bare uvloop ``asyncio.Protocol`` writing the same request by hand. Each agent in
-flight holds one such connection, so this is the floor of the marginal memory per agent.
+an aiohttp ClientSession (``--http-client aiohttp``, with its read buffer settings), for
+fastagent's lean client (``fastagent._wire``, the default) and for a bare uvloop
+``asyncio.Protocol`` writing the same request by hand. Each agent in flight holds one such
+connection, so this is the floor of the marginal memory per agent.
 
     python bench/conn_floor.py --connections 2000
 """
@@ -60,6 +62,22 @@ async def hold_aiohttp(port: int, n: int) -> float:
     return await _measure(n, one, lambda: ready)
 
 
+async def hold_wire(port: int, n: int) -> float:
+    from fastagent._wire import WirePool
+
+    pool = WirePool(f"http://127.0.0.1:{port}", read_timeout=600, rcvbuf=16384)
+    ready = 0
+
+    async def one() -> None:
+        nonlocal ready
+        async with await pool.request("POST", "/v1/chat/completions", BODY) as resp:
+            while await resp.read_chunk():
+                ready += 1
+                await asyncio.sleep(3600)
+
+    return await _measure(n, one, lambda: ready)
+
+
 async def hold_protocol(port: int, n: int) -> float:
     loop = asyncio.get_running_loop()
     ready = 0
@@ -104,6 +122,7 @@ async def _measure(n: int, one, ready) -> float:  # type: ignore[no-untyped-def]
 
 HOLDERS = {
     "aiohttp": ("aiohttp ClientSession", hold_aiohttp),
+    "wire": ("fastagent._wire WirePool", hold_wire),
     "protocol": ("bare uvloop Protocol", hold_protocol),
 }
 

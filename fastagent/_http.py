@@ -1,4 +1,10 @@
-"""aiohttp, imported without the two TLS contexts it builds eagerly.
+"""aiohttp as the LLM client's transport (``--http-client aiohttp``), imported lean.
+
+``AiohttpTransport`` offers the same small surface as ``fastagent._wire.WirePool`` (the
+default): ``request(method, target, body)`` gives a response with ``status``, ``header()``,
+``drain(sink)``, ``read_chunk()``, ``chunks()`` and ``read(limit)``, used as an async
+context manager, and errors surface as ``ConnectFailed``, ``ConnectionBroken`` or
+``TimeoutError``. Here ``drain`` pulls each chunk into the sink from the reading task.
 
 aiohttp's connector module creates a verified and an unverified ``ssl.SSLContext`` at
 import time, loading the system CA store into both: about 2 MiB of the measured
@@ -14,6 +20,11 @@ from __future__ import annotations
 
 import ssl
 import sys
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from ._wire import tls_context
+from .errors import ConnectFailed, ConnectionBroken
 
 if "aiohttp" in sys.modules:  # pragma: no cover - imported earlier by someone else
     import aiohttp
@@ -28,11 +39,100 @@ else:
         _Context.load_default_certs, _Context.set_default_verify_paths = _load, _paths  # type: ignore[method-assign]
 
 
-def tls_context() -> ssl.SSLContext:
-    """A verifying client context with the system CA store, for https endpoints."""
-    context = ssl.create_default_context()
-    context.set_alpn_protocols(["http/1.1"])
-    return context
+class AiohttpTransport:
+    """One pooled aiohttp ClientSession to one origin."""
+
+    def __init__(
+        self,
+        origin: str,
+        headers: dict[str, str],
+        *,
+        limit: int,
+        connect_timeout: float,
+        read_timeout: float,
+        read_bufsize: int,
+        socket_factory: Any = None,
+    ) -> None:
+        self.origin = origin
+        connector = aiohttp.TCPConnector(
+            ssl=tls_context() if origin.startswith("https:") else True,
+            limit=limit,
+            limit_per_host=limit,
+            ttl_dns_cache=300,
+            enable_cleanup_closed=True,
+            socket_factory=socket_factory,
+        )
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=connect_timeout, sock_read=read_timeout
+            ),
+            auto_decompress=True,
+            read_bufsize=read_bufsize,
+        )
+
+    async def request(
+        self, method: str, target: str, body: bytes | Callable[[], bytes] = b""
+    ) -> _Response:
+        if callable(body):
+            body = body()
+        try:
+            resp = await self.session.request(method, self.origin + target, data=body or None)
+        except TimeoutError:
+            raise
+        except aiohttp.ClientConnectorError as exc:
+            raise ConnectFailed(str(exc)) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ConnectionBroken(str(exc) or type(exc).__name__) from exc
+        return _Response(resp)
+
+    async def close(self) -> None:
+        await self.session.close()
 
 
-__all__ = ["aiohttp", "tls_context"]
+class _Response:
+    __slots__ = ("_resp", "headers", "status")
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._resp = resp
+        self.status = resp.status
+        self.headers = resp.headers
+
+    def header(self, name: str) -> str:
+        return self.headers.get(name, "")
+
+    async def read_chunk(self) -> bytes:
+        try:
+            return await self._resp.content.readany()
+        except TimeoutError:
+            raise
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ConnectionBroken(str(exc) or type(exc).__name__) from exc
+
+    async def drain(self, sink: Callable[[bytes], bool]) -> None:
+        while data := await self.read_chunk():
+            if sink(data):
+                return
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while data := await self.read_chunk():
+            yield data
+
+    async def read(self, limit: int) -> bytes:
+        out = bytearray()
+        while len(out) < limit and (data := await self.read_chunk()):
+            out += data
+        return bytes(out[:limit])
+
+    async def __aenter__(self) -> _Response:
+        return self
+
+    async def __aexit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self._resp.release()  # back to the pool if the body was read to its end
+        else:
+            self._resp.close()
+
+
+__all__ = ["AiohttpTransport", "aiohttp", "tls_context"]

@@ -175,6 +175,9 @@ class AgentLoop:
         self.argv = pytest_argv(config.python) if self.probed else trivial_argv()
         self.sandbox = Sandbox.from_config(config)
         self.system = Message("system", SYSTEM_PROMPT)
+        # One first-turn prompt per distinct task text, shared by every agent working on
+        # it (the dataset repeated), dropped when the last of them finishes.
+        self._prompts: dict[tuple[str, str], _SharedPrompt] = {}
 
     async def run(self, task: Task, index: int, agent_wait_s: float = 0.0) -> TaskResult:
         """Take ``task`` to passed, failed or error; never raises for a task-level failure."""
@@ -182,7 +185,7 @@ class AgentLoop:
         workspace = self.root / f"task-{index:05d}"
         self.telemetry.agent_started()
         try:
-            async with asyncio.timeout(self.config.task_timeout):
+            async with self.client.deadlines.timeout(self.config.task_timeout):
                 return await self._loop(task, workspace, stats)
         except TimeoutError:
             return stats.finish("error", f"task deadline of {self.config.task_timeout:g}s passed")
@@ -212,38 +215,45 @@ class AgentLoop:
             sandbox=self.sandbox,
         )
         # Only what the next turn needs survives between turns (the feedback pair); the
-        # prompt is rebuilt for each request and the client drops it once encoded, so a
+        # prompt is shared, and the client encodes each request as it sends it, so a
         # streaming or waiting agent holds no copy of the spec, the test or pytest's output.
+        key = (task.spec, task.test)
+        shared = self._prompts.get(key)
+        if shared is None:
+            shared = self._prompts[key] = _SharedPrompt(Message("user", build_prompt(task)))
+        shared.users += 1
         feedback: tuple[Message, Message] | None = None
         reason = ""
-        for attempt in range(config.max_retries + 1):
-            stats.attempts = attempt + 1
-            t0 = time.monotonic()
-            try:
-                completion = await self.client.complete(
-                    self._messages(task, feedback), task=task.id
-                )
-            finally:
-                stats.model_s += time.monotonic() - t0
-            stats.add_completion(completion)
-            code = extract_code(completion.text)
-            del completion
-            if code is None or not code.strip():
-                reason = "no code block in the reply"
-                feedback = build_feedback(None, "Your reply had no ```python block.")
-                continue
-            result = await self._verify(tools, task, code, stats)
-            stats.test_exit = result.cause if result.cause != "exit" else f"exit_{result.exit_code}"
-            if passed(result, self.probed):
-                return stats.finish("passed", "", first=attempt == 0)
-            reason = "test timeout" if result.timed_out else "tests failed"
-            feedback = build_feedback(code, describe_run(result, config.feedback_chars))
-            del result, code
-        return stats.finish("failed", f"{reason} after {stats.attempts} attempts")
-
-    def _messages(self, task: Task, feedback: tuple[Message, Message] | None) -> list[Message]:
-        first = [self.system, Message("user", build_prompt(task))]
-        return first if feedback is None else [*first, *feedback]
+        try:
+            for attempt in range(config.max_retries + 1):
+                stats.attempts = attempt + 1
+                t0 = time.monotonic()
+                try:
+                    messages = [self.system, shared.message, *(feedback or ())]
+                    completion = await self.client.complete(messages, task=task.id)
+                    del messages
+                finally:
+                    stats.model_s += time.monotonic() - t0
+                stats.add_completion(completion)
+                code = extract_code(completion.text)
+                del completion
+                if code is None or not code.strip():
+                    reason = "no code block in the reply"
+                    feedback = build_feedback(None, "Your reply had no ```python block.")
+                    continue
+                result = await self._verify(tools, task, code, stats)
+                exit_code = result.exit_code
+                stats.test_exit = result.cause if result.cause != "exit" else f"exit_{exit_code}"
+                if passed(result, self.probed):
+                    return stats.finish("passed", "", first=attempt == 0)
+                reason = "test timeout" if result.timed_out else "tests failed"
+                feedback = build_feedback(code, describe_run(result, config.feedback_chars))
+                del result, code
+            return stats.finish("failed", f"{reason} after {stats.attempts} attempts")
+        finally:
+            shared.users -= 1
+            if not shared.users:
+                del self._prompts[key]
 
     async def _verify(
         self, tools: ToolDispatcher, task: Task, code: str, stats: _Stats
@@ -283,6 +293,14 @@ class AgentLoop:
             dropped=result.stdout_dropped + result.stderr_dropped,
         )
         return result
+
+
+class _SharedPrompt:
+    __slots__ = ("message", "users")
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+        self.users = 0
 
 
 class _Stats:

@@ -123,6 +123,14 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     )
 
     g.add_argument(
+        "--http-client",
+        choices=("wire", "aiohttp"),
+        default="wire",
+        help="HTTP client of the LLM calls: 'wire', fastagent's lean HTTP/1.1 client on uvloop "
+        "protocols (default; a fraction of aiohttp's memory per connection, and aiohttp is "
+        "never imported), or 'aiohttp'",
+    )
+    g.add_argument(
         "--socket-rcvbuf",
         type=non_negative_int,
         default=16 * 1024,
@@ -291,6 +299,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         "call_timeout": args.call_timeout,
         "llm_retries": args.llm_retries,
         "socket_rcvbuf": args.socket_rcvbuf,
+        "http_client": args.http_client,
         "results_dir": args.results_dir,
         "work_dir": args.work_dir,
         "keep_workspaces": args.keep_workspaces,

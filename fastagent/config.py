@@ -52,6 +52,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     retry_budget: float = 120.0
     max_completion_bytes: int = 1 << 20
     socket_rcvbuf: int = 16 * 1024
+    http_client: str = "wire"
     output_cap: int = 64 * 1024
     feedback_chars: int = 4000
 

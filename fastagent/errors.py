@@ -11,3 +11,11 @@ class SSELineTooLong(FastAgentError, ValueError):
 
 class MalformedChunk(FastAgentError, ValueError):
     """A chat-completion payload is not valid JSON of the expected shape."""
+
+
+class ConnectFailed(FastAgentError, OSError):
+    """No connection to the endpoint could be made; nothing of the request was sent."""
+
+
+class ConnectionBroken(FastAgentError, OSError):
+    """The connection failed, or the server broke HTTP, after the request went out."""

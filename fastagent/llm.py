@@ -1,13 +1,15 @@
-"""Streaming chat-completion client for any OpenAI-compatible endpoint (aiohttp).
+"""Streaming chat-completion client for any OpenAI-compatible endpoint.
 
 >>> async def demo(config):
 ...     async with LLMClient(config) as client:
 ...         reply = await client.complete([Message("user", "Write hello world in Python")])
 ...         return reply.text
 
-One ClientSession per run with a connector pooled to the run's concurrency. Streams are
-parsed incrementally from raw chunks (``iter_any``; a single SSE line may exceed aiohttp's
-line limit) by the speedups' SSEParser and ``delta_content``. Connection errors, broken
+One pooled transport per run: the lean HTTP/1.1 client of ``fastagent._wire`` by default
+(it exists for the measured process's memory, see its docstring), or aiohttp
+(``Config.http_client = "aiohttp"``, ``--http-client aiohttp``). Streams are parsed
+incrementally from raw body chunks (a single SSE line may be longer than any line limit)
+by the speedups' SSEParser and ``delta_content``. Connection errors, broken
 or malformed streams (an SSE line past the parser's 1 MiB cap included), read and call
 timeouts, 408, 409, 429 and 5xx are retried with exponential backoff and full jitter,
 honouring Retry-After, within a bounded number of attempts and seconds; the whole turn
@@ -19,33 +21,33 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import random
 import socket
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 
-from ._http import aiohttp, tls_context
+from . import __version__
+from ._deadlines import Deadlines
+from ._wire import StaleConnection, WirePool
 from .config import Config
-from .errors import FastAgentError, MalformedChunk, SSELineTooLong
+from .errors import ConnectFailed, FastAgentError, MalformedChunk, SSELineTooLong
 from .speedups import SSEParser, delta_content
 from .telemetry import Telemetry
 
-#: Bytes a response may buffer before aiohttp stops reading its socket (flow control):
-#: a backlog waits in the kernel's socket buffer instead of the measured heap.
+#: Bytes a response may buffer before its socket stops being read (flow control): a
+#: backlog waits in the kernel's socket buffer instead of the measured heap.
 READ_BUFSIZE = 4096
+
+#: ``--http-client`` choices: the lean HTTP/1.1 client (default) or aiohttp.
+HTTP_CLIENTS = ("wire", "aiohttp")
 
 
 def _socket_factory(rcvbuf: int) -> Any:
-    """Sockets with a fixed receive buffer (``Config.socket_rcvbuf``; 0 keeps the kernel's).
-
-    One socket read hands aiohttp everything the kernel holds, and its parser turns that
-    into one bytes object per HTTP chunk (one per SSE event) before flow control can pause:
-    with thousands of streams outrunning the runtime, the kernel's autotuned buffer (up to
-    6 MiB) becomes tens of KiB of small objects per agent. 16 KiB still carries hundreds of
-    KB/s per stream across a WAN, far more than a token stream needs.
-    """
+    """aiohttp sockets with a fixed receive buffer (``Config.socket_rcvbuf``; 0: the kernel's)."""
 
     def make(addr_info: tuple[Any, ...]) -> socket.socket:
         family, type_, proto, _, _ = addr_info
@@ -59,6 +61,7 @@ def _socket_factory(rcvbuf: int) -> Any:
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 _DONE = b"[DONE]"
+_COMPLETIONS = "/chat/completions"
 
 
 class Message(msgspec.Struct, array_like=False, gc=False):
@@ -137,13 +140,14 @@ _encode = msgspec.json.Encoder().encode
 class _Attempt:
     """Mutable per-attempt state of one streamed call; discarded when the turn is retried."""
 
-    __slots__ = ("chunks", "first", "last", "text", "timing", "usage")
+    __slots__ = ("chunks", "done", "first", "last", "text", "timing", "usage")
 
     def __init__(self) -> None:
         # The reply accumulates as UTF-8 in one buffer: one str object per streamed token
         # would cost ~50 bytes of object header per few characters, for every agent.
         self.text = bytearray()
         self.chunks = 0
+        self.done = False
         self.first: float | None = None
         self.last = 0.0
         self.usage: _Usage | None = None
@@ -151,71 +155,91 @@ class _Attempt:
 
 
 class LLMClient:
-    """Chat completions over one pooled aiohttp session; use as an async context manager."""
+    """Chat completions over one pooled HTTP transport; use as an async context manager."""
 
     def __init__(self, config: Config, telemetry: Telemetry | None = None) -> None:
         if not config.base_url:
             raise ValueError("LLMClient needs config.base_url")
+        if config.http_client not in HTTP_CLIENTS:
+            raise ValueError(f"http_client must be one of {HTTP_CLIENTS}")
         self.config = config
         self.telemetry = telemetry or Telemetry()
-        self.url = config.base_url.rstrip("/") + "/chat/completions"
-        self.models_url = config.base_url.rstrip("/") + "/models"
-        self._session: aiohttp.ClientSession | None = None
+        base = urlsplit(config.base_url.rstrip("/"))
+        self.origin = f"{base.scheme}://{base.netloc}"
+        self.path = base.path
+        self.url = f"{self.origin}{self.path}/chat/completions"
+        self.models_url = f"{self.origin}{self.path}/models"
+        self._transport: Any = None
         self._rng = random.Random()
+        #: The run's timeouts (calls here, reads in the wire client, tasks in the agents).
+        self.deadlines = Deadlines(
+            min(0.5, config.read_timeout / 4, config.call_timeout / 4, config.task_timeout / 4)
+        )
 
     async def __aenter__(self) -> LLMClient:
         config = self.config
-        connector = aiohttp.TCPConnector(
-            ssl=tls_context() if self.url.startswith("https:") else True,
-            limit=config.concurrency,
-            limit_per_host=config.concurrency,
-            ttl_dns_cache=300,
-            enable_cleanup_closed=True,
-            socket_factory=_socket_factory(config.socket_rcvbuf),
-        )
-        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream",
+            "User-Agent": f"fastagent/{__version__}",
+        }
         if config.api_key:
             headers["Authorization"] = f"Bearer {config.api_key}"
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(
-                total=None,
-                connect=config.connect_timeout,
-                sock_read=config.read_timeout,
-            ),
-            auto_decompress=True,
-            read_bufsize=READ_BUFSIZE,
-        )
+        if config.http_client == "aiohttp":
+            from ._http import AiohttpTransport
+
+            self._transport = AiohttpTransport(
+                self.origin,
+                headers,
+                limit=config.concurrency,
+                connect_timeout=config.connect_timeout,
+                read_timeout=config.read_timeout,
+                read_bufsize=READ_BUFSIZE,
+                socket_factory=_socket_factory(config.socket_rcvbuf),
+            )
+        else:
+            self._transport = WirePool(
+                self.origin,
+                headers,
+                connect_timeout=config.connect_timeout,
+                read_timeout=config.read_timeout,
+                rcvbuf=config.socket_rcvbuf,
+                deadlines=self.deadlines,
+            )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._transport is not None:
+            await self._transport.close()
+            self._transport = None
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
+    def transport(self) -> Any:
+        if self._transport is None:
             raise RuntimeError("use LLMClient as 'async with LLMClient(config) as client'")
-        return self._session
+        return self._transport
+
+    async def fetch(self, path: str, timeout: float) -> tuple[int, bytes]:
+        """GET {base_url}{path}: the status and up to 1 MiB of body, within ``timeout`` seconds.
+
+        Raises LLMError (cause ``connect``) when the endpoint cannot be reached.
+        """
+        url = f"{self.origin}{self.path}{path}"
+        try:
+            async with asyncio.timeout(timeout):
+                async with await self.transport.request("GET", self.path + path) as resp:
+                    return resp.status, await resp.read(1 << 20)
+        except (TimeoutError, OSError) as exc:
+            raise LLMError(f"cannot reach {url}: {_describe(exc)}", "connect") from exc
 
     async def list_models(self) -> list[str]:
         """The ids GET {base_url}/models reports; LLMError when the endpoint does not answer."""
-        try:
-            async with self.session.get(
-                self.models_url,
-                timeout=aiohttp.ClientTimeout(total=self.config.connect_timeout + 5),
-            ) as resp:
-                body = await resp.read()
-                if resp.status != 200:
-                    message = _server_message(body)
-                    raise LLMError(
-                        f"GET {self.models_url} answered HTTP {resp.status}: {message}",
-                        f"http_{resp.status}",
-                    )
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise LLMError(f"cannot reach {self.models_url}: {_describe(exc)}", "connect") from exc
+        status, body = await self.fetch("/models", self.config.connect_timeout + 5)
+        if status != 200:
+            raise LLMError(
+                f"GET {self.models_url} answered HTTP {status}: {_server_message(body)}",
+                f"http_{status}",
+            )
         try:
             listing = msgspec.json.decode(body)
             return [str(m["id"]) for m in listing["data"]]
@@ -227,26 +251,14 @@ class LLMClient:
     async def complete(self, messages: list[Message], *, task: str = "") -> Completion:
         """One chat completion, retried as the module docstring says."""
         config = self.config
-        body = _encode(
-            _Request(
-                model=config.model or "default",
-                messages=messages,
-                stream=config.stream,
-                max_tokens=config.max_tokens,
-                temperature=config.temperature,
-                seed=config.seed,
-                stream_options={"include_usage": True} if config.stream else None,
-            )
-        )
-        del messages  # the caller keeps no copy either: the body is all a retry needs
         telemetry = self.telemetry
         started = time.monotonic()
         deadline = started + config.retry_budget
         retries = 0
         while True:
             try:
-                async with asyncio.timeout(config.call_timeout):
-                    completion = await self._attempt(body, task)
+                async with self.deadlines.timeout(config.call_timeout):
+                    completion = await self._attempt(messages, task)
             except TimeoutError:
                 error = LLMError(
                     f"no complete answer within {config.call_timeout:g}s", "call_timeout", True
@@ -282,20 +294,56 @@ class LLMClient:
             delay = max(delay, min(retry_after, config.backoff_max))
         return delay
 
-    async def _attempt(self, body: bytes, task: str) -> Completion:
+    def _body(self, messages: list[Message]) -> bytes:
+        config = self.config
+        return _encode(
+            _Request(
+                model=config.model or "default",
+                messages=messages,
+                stream=config.stream,
+                max_tokens=config.max_tokens,
+                temperature=config.temperature,
+                seed=config.seed,
+                stream_options={"include_usage": True} if config.stream else None,
+            )
+        )
+
+    async def _send(self, messages: list[Message]) -> Any:
+        # The body is encoded for each send, once a connection is ready, and not kept: the
+        # messages share the task's text with every other agent on it, an encoded body
+        # would be each agent's own.
+        path = self.path + _COMPLETIONS
+        body = functools.partial(self._body, messages)
+        try:
+            return await self.transport.request("POST", path, body)
+        except StaleConnection:
+            return await self.transport.request("POST", path, body)
+
+    async def _attempt(self, messages: list[Message], task: str) -> Completion:
         telemetry = self.telemetry
         telemetry.llm_calls += 1
         telemetry.event("request", task=task)
         sent = time.monotonic()
         try:
-            async with self.session.post(self.url, data=body) as resp:
+            async with await self._send(messages) as resp:
                 if resp.status != 200:
-                    raise await _status_error(resp)
-                ctype = resp.headers.get("Content-Type", "")
-                if ctype.startswith("text/event-stream"):
-                    state = await self._read_stream(resp, sent, task)
-                else:
+                    raise await self._status_error(resp)
+                if not resp.header("Content-Type").startswith("text/event-stream"):
                     state = await self._read_body(resp)
+                else:
+                    # inline rather than a method: one coroutine frame less per agent in flight
+                    state = _Attempt()
+                    parser = SSEParser()
+
+                    def sink(raw: bytes | memoryview) -> bool:
+                        # called as bytes arrive (by the wire client's protocol itself): no
+                        # backlog is buffered, the agent's task wakes once, at the end
+                        state.done = self._feed(state, parser.feed(raw), sent, task)
+                        return state.done
+
+                    await resp.drain(sink)
+                    if not (state.done or self._feed(state, parser.close(), sent, task)):
+                        raise LLMError("stream ended before [DONE]", "stream_truncated", True)
         except LLMError:
             raise
         except SSELineTooLong as exc:
@@ -308,30 +356,24 @@ class LLMClient:
             raise LLMError(
                 f"no data for {self.config.read_timeout:g}s", "read_timeout", True
             ) from exc
-        except aiohttp.ClientConnectorError as exc:
+        except ConnectFailed as exc:
             raise LLMError(f"cannot connect: {_describe(exc)}", "connect", True) from exc
-        except (aiohttp.ClientError, OSError) as exc:
+        except OSError as exc:
             raise LLMError(f"connection broken: {_describe(exc)}", "connection", True) from exc
         done = time.monotonic()
         return self._finish(state, sent, done, task)
 
-    async def _read_stream(self, resp: aiohttp.ClientResponse, sent: float, task: str) -> _Attempt:
-        state = _Attempt()
-        parser = SSEParser()
+    def _feed(self, state: _Attempt, payloads: list[bytes], sent: float, task: str) -> bool:
+        """Take one read's events; True once [DONE] came."""
         cap = self.config.max_completion_bytes
         itl = self.telemetry.hist["itl"]
-        async for raw in resp.content.iter_any():
-            for payload in parser.feed(raw):
-                if payload == _DONE:
-                    return state
-                first = state.chunks == 0
-                if self._take(state, payload, cap, itl) and first:
-                    self.telemetry.event("first_token", task=task, ttft=round(state.last - sent, 6))
-        for payload in parser.close():
+        for payload in payloads:
             if payload == _DONE:
-                return state
-            self._take(state, payload, cap, itl)
-        raise LLMError("stream ended before [DONE]", "stream_truncated", True)
+                return True
+            first = state.chunks == 0
+            if self._take(state, payload, cap, itl) and first:
+                self.telemetry.event("first_token", task=task, ttft=round(state.last - sent, 6))
+        return False
 
     def _take(self, state: _Attempt, payload: bytes, cap: int, itl: Any) -> bool:
         if not payload:
@@ -366,10 +408,10 @@ class LLMClient:
         if extras.fastagent_timing is not None:
             state.timing = extras.fastagent_timing
 
-    async def _read_body(self, resp: aiohttp.ClientResponse) -> _Attempt:
+    async def _read_body(self, resp: Any) -> _Attempt:
         cap = self.config.max_completion_bytes
         received = bytearray()
-        async for piece in resp.content.iter_any():
+        while piece := await resp.read_chunk():
             received += piece
             if len(received) > cap:
                 raise LLMError(f"response larger than {cap} bytes", "too_large", False)
@@ -383,6 +425,16 @@ class LLMClient:
             state.text += content.encode()
         self._take_extras(state, body)
         return state
+
+    async def _status_error(self, resp: Any) -> LLMError:
+        body = await resp.read(64 * 1024)
+        status = resp.status
+        return LLMError(
+            f"HTTP {status} from {self.url}: {_server_message(body)}",
+            f"http_{status}",
+            retryable=status in RETRYABLE_STATUS,
+            retry_after=_retry_after(resp.header("Retry-After") or None),
+        )
 
     def _finish(self, state: _Attempt, sent: float, done: float, task: str) -> Completion:
         telemetry = self.telemetry
@@ -421,17 +473,6 @@ class LLMClient:
             chars=len(completion.text),
         )
         return completion
-
-
-async def _status_error(resp: aiohttp.ClientResponse) -> LLMError:
-    body = await resp.content.read(64 * 1024)
-    status = resp.status
-    return LLMError(
-        f"HTTP {status} from {resp.url}: {_server_message(body)}",
-        f"http_{status}",
-        retryable=status in RETRYABLE_STATUS,
-        retry_after=_retry_after(resp.headers.get("Retry-After")),
-    )
 
 
 def _retry_after(value: str | None) -> float | None:

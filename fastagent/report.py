@@ -89,6 +89,7 @@ SECTIONS: list[tuple[str, list[Metric]]] = [
             Metric("sim_profile", "endpoint", "profile"),
             Metric("verify", "verification", "text"),
             Metric("sandbox", "test sandbox", "text"),
+            Metric("http_client", "HTTP client", "text"),
             Metric("concurrency", "concurrency", "int"),
             Metric("max_procs", "max test processes", "int"),
             Metric("tasks", "tasks", "int"),

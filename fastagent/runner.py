@@ -28,7 +28,6 @@ from typing import Any
 import msgspec
 
 from . import __version__
-from ._http import aiohttp
 from .agent import AgentLoop, TaskResult
 from .config import Config
 from .dataset import Task, default_dataset_path, load_tasks
@@ -204,12 +203,11 @@ def _prepare_results(results_dir: str) -> ResultPaths:
 
 async def _sim_profile(client: LLMClient) -> dict[str, Any] | None:
     """The simulated endpoint's profile (GET /sim/plan); None for any other server."""
-    url = client.models_url.removesuffix("/models") + "/sim/plan"
     with contextlib.suppress(Exception):
-        async with client.session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
-            if resp.status == 200:
-                profile = msgspec.json.decode(await resp.read()).get("profile")
-                return profile if isinstance(profile, dict) else None
+        status, body = await client.fetch("/sim/plan", 5.0)
+        if status == 200:
+            profile = msgspec.json.decode(body).get("profile")
+            return profile if isinstance(profile, dict) else None
     return None
 
 
@@ -313,6 +311,7 @@ async def _main(
     summary["open_fds_at_end"] = len(os.listdir("/proc/self/fd"))
     summary["live_children_at_end"] = len(descendants(os.getpid(), frozenset(exclude)))
     summary["verify"] = config.verify
+    summary["http_client"] = config.http_client
     summary["sandbox"] = agent.sandbox.label if agent else None
     summary["sandbox_warning"] = (agent.sandbox.warning or None) if agent else None
     return summary
@@ -421,7 +420,7 @@ def _summary(
         "versions": {
             "fastagent": __version__,
             "python": sys.version.split()[0],
-            "aiohttp": aiohttp.__version__,
+            "aiohttp": getattr(sys.modules.get("aiohttp"), "__version__", None),
             "uvloop": uvloop.__version__,
             "msgspec": msgspec.__version__,
         },

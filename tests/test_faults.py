@@ -128,8 +128,9 @@ def with_sim_client(
             cfg = Config(base_url=base, **{**FAST, **config})
             async with LLMClient(cfg, Telemetry()) as client:
                 result = await body(client)
-                async with client.session.get(f"{base}/sim/stats") as resp:
-                    stats = await resp.json()
+                status, raw = await client.fetch("/sim/stats", 5.0)
+                assert status == 200
+                stats = msgspec.json.decode(raw)
             return result, stats
         finally:
             await runner.cleanup()
@@ -212,7 +213,7 @@ def test_http_429_retry_after_is_honoured(small_data: Any) -> None:
 def test_refuse_is_a_connection_error(small_data: Any) -> None:
     outcome = call(small_data, (("refuse", 1.0),), llm_retries=2)
     assert outcome.error is not None and outcome.error.cause == "connection"
-    assert "Server disconnected" in str(outcome.error)
+    assert "server closed the connection" in str(outcome.error)
     assert outcome.llm_calls == 3 and outcome.retry_causes == {"connection": 2}
 
 

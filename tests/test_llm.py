@@ -1,4 +1,7 @@
-"""LLMClient against real aiohttp servers on loopback: streaming, retries, errors, timeouts."""
+"""LLMClient against real aiohttp servers on loopback: streaming, retries, errors, timeouts.
+
+Every test runs once per HTTP client (the lean ``wire`` client and aiohttp).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,14 @@ from fastagent.llm import LLMClient, LLMError, Message
 from fastagent.telemetry import Telemetry
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_HTTP_CLIENT = ["wire"]
+
+
+@pytest.fixture(autouse=True, params=["wire", "aiohttp"])
+def http_client(request: pytest.FixtureRequest) -> str:
+    """Run each test with each HTTP client; ``run`` picks it up."""
+    _HTTP_CLIENT[0] = request.param
+    return str(request.param)
 
 
 def chunk(content: str | None = None, **extra: object) -> bytes:
@@ -54,9 +65,16 @@ def run(
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = runner.addresses[0][1]
-        settings = {"backoff_base": 0.01, "backoff_max": 0.05, "model": "m1", "concurrency": 4}
+        settings = {
+            "backoff_base": 0.01,
+            "backoff_max": 0.05,
+            "model": "m1",
+            "concurrency": 4,
+            "http_client": _HTTP_CLIENT[0],
+            "base_url": f"http://127.0.0.1:{port}/v1",
+        }
         settings.update(config)
-        cfg = Config(base_url=f"http://127.0.0.1:{port}/v1", **settings)  # type: ignore[arg-type]
+        cfg = Config(**settings)  # type: ignore[arg-type]
         try:
             async with LLMClient(cfg, Telemetry()) as client:
                 return await body(client)
@@ -231,6 +249,26 @@ def test_retry_budget_is_bounded() -> None:
     assert info.value.cause == "http_503" and len(calls) == 4
 
 
+def test_kept_alive_connection_closed_by_the_server_is_sent_again(http_client: str) -> None:
+    calls: list[int] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        calls.append(1)
+        await request.read()
+        if len(calls) == 2:
+            assert request.transport is not None
+            request.transport.close()  # drop the reused connection without an answer
+        return await stream(request, [chunk("ok"), b"data: [DONE]\n\n"])
+
+    async def body(client: LLMClient) -> list[object]:
+        return [await ask(client), await ask(client)]
+
+    first, second = run(handler, body)  # type: ignore[misc]
+    assert first.text == second.text == "ok" and len(calls) == 3
+    # the lean client sends again at once (nothing was answered); aiohttp counts a retry
+    assert second.retries == (0 if http_client == "wire" else 1)
+
+
 def test_truncated_stream_is_retried_whole() -> None:
     calls: list[int] = []
 
@@ -266,16 +304,12 @@ def test_silence_between_bytes_times_out_and_retries() -> None:
 
 
 def test_connection_refused_is_a_connect_error() -> None:
-    async def body(client: LLMClient) -> object:
-        client.url = "http://127.0.0.1:9/v1/chat/completions"
-        return await ask(client)
-
     async def handler(request: web.Request) -> web.StreamResponse:
         raise AssertionError("not reached")
 
     with pytest.raises(LLMError) as info:
-        run(handler, body, llm_retries=2)
-    assert info.value.cause == "connect"
+        run(handler, ask, llm_retries=2, base_url="http://127.0.0.1:9/v1")
+    assert info.value.cause == "connect" and info.value.retries == 2
 
 
 def test_malformed_chunk_is_retried() -> None:
