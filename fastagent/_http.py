@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import ssl
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-from ._wire import tls_context
+from ._wire import BodyReader, tls_context
 from .errors import ConnectFailed, ConnectionBroken
 
 if "aiohttp" in sys.modules:  # pragma: no cover - imported earlier by someone else
@@ -91,7 +91,7 @@ class AiohttpTransport:
         await self.session.close()
 
 
-class _Response:
+class _Response(BodyReader):
     __slots__ = ("_resp", "headers", "status")
 
     def __init__(self, resp: aiohttp.ClientResponse) -> None:
@@ -109,21 +109,6 @@ class _Response:
             raise
         except (aiohttp.ClientError, OSError) as exc:
             raise ConnectionBroken(str(exc) or type(exc).__name__) from exc
-
-    async def drain(self, sink: Callable[[bytes], bool]) -> None:
-        while data := await self.read_chunk():
-            if sink(data):
-                return
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        while data := await self.read_chunk():
-            yield data
-
-    async def read(self, limit: int) -> bytes:
-        out = bytearray()
-        while len(out) < limit and (data := await self.read_chunk()):
-            out += data
-        return bytes(out[:limit])
 
     async def __aenter__(self) -> _Response:
         return self

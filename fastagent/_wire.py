@@ -30,7 +30,7 @@ import asyncio
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -317,7 +317,7 @@ class _Conn(asyncio.BufferedProtocol):
             tail = self.decoder.flush()
             self.decoder = None
             if tail:
-                self.body += tail
+                self._push(tail)
         self.state = _DONE
         self._wake()
 
@@ -394,13 +394,39 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()  # a lookup nobody else waited for fails quietly
 
 
-class WireResponse:
+class BodyReader:
+    """What a response offers on top of its ``read_chunk()`` (shared by both transports)."""
+
+    __slots__ = ()
+
+    async def read_chunk(self) -> bytes:
+        raise NotImplementedError
+
+    async def drain(self, sink: Callable[[bytes | memoryview], bool]) -> None:
+        """Hand the body to ``sink`` piece by piece until it ends or ``sink`` returns True."""
+        while data := await self.read_chunk():
+            if sink(data):
+                return
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Async iterator over ``read_chunk`` until the body ends."""
+        while data := await self.read_chunk():
+            yield data
+
+    async def read(self, limit: int) -> bytes:
+        """The whole body, or its first ``limit`` bytes."""
+        out = bytearray()
+        while len(out) < limit and (data := await self.read_chunk()):
+            out += data
+        return bytes(out[:limit])
+
+
+class WireResponse(BodyReader):
     """One response; ``async with`` it so its connection goes back to the pool or is closed."""
 
-    __slots__ = ("_conn", "_pool", "status")
+    __slots__ = ("_conn", "status")
 
-    def __init__(self, pool: WirePool, conn: _Conn) -> None:
-        self._pool = pool
+    def __init__(self, conn: _Conn) -> None:
         self._conn = conn
         self.status = conn.status
 
@@ -447,22 +473,10 @@ class WireResponse:
         finally:
             conn.sink = None
 
-    async def chunks(self) -> Any:
-        """Async iterator over ``read_chunk`` until the body ends."""
-        while data := await self.read_chunk():
-            yield data
-
-    async def read(self, limit: int) -> bytes:
-        """The whole body, or its first ``limit`` bytes and the connection closed."""
-        out = bytearray()
-        while len(out) < limit and (data := await self.read_chunk()):
-            out += data
-        return bytes(out[:limit])
-
     def release(self) -> None:
         conn = self._conn
         if conn.state == _DONE and conn.keep_alive and conn.error is None and not conn.body:
-            self._pool._put(conn)
+            conn.pool._put(conn)
         else:
             conn.close()
 
@@ -555,7 +569,7 @@ class WirePool:
         except BaseException:
             conn.close()
             raise
-        return WireResponse(self, conn)
+        return WireResponse(conn)
 
     async def close(self) -> None:
         """Close idle connections; responses still open close on release."""

@@ -119,6 +119,27 @@ def test_gzip_body_is_decoded() -> None:
     assert bytes(feed(response, (60, 70)).body) == b"data: zipped\n\n" * 50
 
 
+def test_a_sink_gets_the_decoded_body_and_nothing_is_buffered() -> None:
+    packed = gzip.compress(b"data: zipped\n\n" * 50)
+    response = (
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"%x\r\n" % len(packed)
+        + packed
+        + b"\r\n0\r\n\r\n"
+    )
+    got: list[bytes] = []
+
+    def sink(data: bytes | memoryview) -> bool:
+        got.append(bytes(data))
+        return False
+
+    conn = _Conn(asyncio.new_event_loop(), WirePool("http://127.0.0.1:1"))
+    conn.sink = sink
+    conn.data_received(response)
+    conn.loop.close()
+    assert b"".join(got) == b"data: zipped\n\n" * 50 and not conn.body and conn.state == 7
+
+
 # ---- against real servers ------------------------------------------------------------------
 
 
