@@ -11,23 +11,18 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from _child import VENV_BIN, child_env
 
 from fastagent.dataset import default_dataset_path, default_solutions_path
 from fastagent.results import COLUMNS
 from fastagent.sim import SimProfile, plan
 
-VENV_BIN = str(Path(sys.executable).parent)
-
 
 def fastagent(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300):
-    full_env = {**os.environ, "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", "")}
-    for name in ("LLM_BASE_URL", "LLM_MODEL", "BENCH_DATASET", "BENCH_CONCURRENCY"):
-        full_env.pop(name, None)
-    full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "fastagent", *args],
         cwd=cwd,
-        env=full_env,
+        env=child_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,

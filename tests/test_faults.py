@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from typing import Any
 import msgspec
 import pytest
 import uvloop
+from _child import child_env
 
 from fastagent.agent import AgentLoop, build_prompt
 from fastagent.config import Config
@@ -480,10 +480,7 @@ def test_non_streamed_useless_replies(small_data: Any, kind: str) -> None:
 
 def run_bench_cli(tmp_path: Path, *args: str, timeout: float = 60) -> tuple[int, str, Path]:
     """``python -m fastagent bench --tasks 4 --concurrency 4 ARGS`` in ``tmp_path``."""
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
-    for name in ("LLM_BASE_URL", "LLM_MODEL", "BENCH_DATASET", "BENCH_CONCURRENCY"):
-        env.pop(name, None)
+    env = child_env()
     argv = [sys.executable, "-m", "fastagent", "bench", "--tasks", "4", "--concurrency", "4"]
     proc = subprocess.run(
         [*argv, "--results-dir", "out", *args],

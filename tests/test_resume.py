@@ -11,16 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
+from _child import child_env
 
 from fastagent.results import COLUMNS, CsvWriter, read_rows
 
-VENV_BIN = str(Path(sys.executable).parent)
 SLOW = "ttft_ms=100,itl_ms=3"
 
 
 def start(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", "")}
-    env.pop("LLM_BASE_URL", None)
+    env = child_env()
     return subprocess.Popen(
         [sys.executable, "-m", "fastagent", "bench", "--results-dir", "out", *args],
         cwd=tmp_path,

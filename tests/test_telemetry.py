@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import uvloop
+from _child import child_env
 
 from fastagent._simproc import SimProcess
 from fastagent.telemetry import (
@@ -26,8 +27,6 @@ from fastagent.telemetry import (
     descendants,
     kernel_peak_rss_kib,
 )
-
-VENV_BIN = str(Path(sys.executable).parent)
 
 
 def test_histogram_percentiles_within_one_percent() -> None:
@@ -123,7 +122,7 @@ def test_trace_is_one_json_line_per_event(tmp_path: Path) -> None:
 
 
 def run_bench(tmp_path: Path, *args: str, wrapper: tuple[str, ...] = ()) -> tuple[dict, str]:
-    env = {**os.environ, "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", "")}
+    env = child_env()
     proc = subprocess.run(
         [*wrapper, sys.executable, "-m", "fastagent", "bench", "--results-dir", "out", *args],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
