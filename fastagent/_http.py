@@ -18,6 +18,7 @@ never skip it.
 
 from __future__ import annotations
 
+import socket
 import ssl
 import sys
 from collections.abc import Callable
@@ -39,6 +40,29 @@ else:
         _Context.load_default_certs, _Context.set_default_verify_paths = _load, _paths  # type: ignore[method-assign]
 
 
+#: Bytes a response may buffer before aiohttp stops reading its socket (flow control): a
+#: backlog waits in the kernel's socket buffer instead of the measured heap.
+READ_BUFSIZE = 4096
+
+
+def _socket_factory(rcvbuf: int) -> Any:
+    """Sockets with a fixed receive buffer (``Config.socket_rcvbuf``; 0 keeps the kernel's).
+
+    One socket read hands aiohttp everything the kernel holds, and its parser turns that
+    into one bytes object per HTTP chunk before flow control can pause: with thousands of
+    streams outrunning the runtime, an autotuned buffer becomes tens of KiB per agent.
+    """
+
+    def make(addr_info: tuple[Any, ...]) -> socket.socket:
+        family, type_, proto, _, _ = addr_info
+        sock = socket.socket(family=family, type=type_, proto=proto)
+        if rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        return sock
+
+    return make
+
+
 class AiohttpTransport:
     """One pooled aiohttp ClientSession to one origin."""
 
@@ -50,8 +74,7 @@ class AiohttpTransport:
         limit: int,
         connect_timeout: float,
         read_timeout: float,
-        read_bufsize: int,
-        socket_factory: Any = None,
+        rcvbuf: int = 0,
     ) -> None:
         self.origin = origin
         connector = aiohttp.TCPConnector(
@@ -60,7 +83,7 @@ class AiohttpTransport:
             limit_per_host=limit,
             ttl_dns_cache=300,
             enable_cleanup_closed=True,
-            socket_factory=socket_factory,
+            socket_factory=_socket_factory(rcvbuf),
         )
         self.session = aiohttp.ClientSession(
             connector=connector,
@@ -69,7 +92,7 @@ class AiohttpTransport:
                 total=None, connect=connect_timeout, sock_read=read_timeout
             ),
             auto_decompress=True,
-            read_bufsize=read_bufsize,
+            read_bufsize=READ_BUFSIZE,
         )
 
     async def request(

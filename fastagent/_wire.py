@@ -528,7 +528,6 @@ class WirePool:
         method: str,
         target: str,
         body: bytes | Callable[[], bytes] = b"",
-        headers: dict[str, str] | None = None,
     ) -> WireResponse:
         """Send one request and wait for the response head; the body is read from the result.
 
@@ -539,7 +538,6 @@ class WirePool:
         """
         if self._closed:
             raise ConnectFailed("the connection pool is closed")
-        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items()) if headers else ""
         conn = self._get()
         reused = conn is not None
         if conn is None:
@@ -550,12 +548,12 @@ class WirePool:
             body = body()
         conn.transport.writelines(
             (
-                f"{method} {target} HTTP/1.1\r\n{self._fixed}{extra}"
+                f"{method} {target} HTTP/1.1\r\n{self._fixed}"
                 f"Content-Length: {len(body)}\r\n\r\n".encode("latin-1"),
                 body,
             )
         )
-        del body, headers
+        del body
         try:
             while not conn.head_done:
                 if conn.error is not None:
@@ -592,7 +590,6 @@ class WirePool:
         if self._closed or conn.transport is None:
             conn.close()
         else:
-            conn.error = None
             self._idle[conn] = None
             self.deadlines.arm(conn, conn.loop.time() + KEEPALIVE)
 

@@ -242,8 +242,6 @@ class AgentLoop:
                     feedback = build_feedback(None, "Your reply had no ```python block.")
                     continue
                 result = await self._verify(tools, task, code, stats)
-                exit_code = result.exit_code
-                stats.test_exit = result.cause if result.cause != "exit" else f"exit_{exit_code}"
                 if passed(result, self.probed):
                     return stats.finish("passed", "", first=attempt == 0)
                 reason = "test timeout" if result.timed_out else "tests failed"
@@ -277,7 +275,9 @@ class AgentLoop:
         telemetry.tool_calls += 1
         telemetry.hist["tool_spawn"].add(result.spawn_s)
         telemetry.hist["tool_wall"].add(result.wall_s)
-        cause = result.cause if result.cause != "exit" else f"exit_{result.exit_code}"
+        stats.test_exit = cause = (
+            result.cause if result.cause != "exit" else f"exit_{result.exit_code}"
+        )
         telemetry.count(telemetry.exit_causes, cause)
         if stats.tool_spawn_ms is None:
             stats.tool_spawn_ms = round(result.spawn_s * 1000, 3)

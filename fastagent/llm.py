@@ -23,7 +23,6 @@ import asyncio
 import email.utils
 import functools
 import random
-import socket
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,25 +37,8 @@ from .errors import ConnectFailed, FastAgentError, MalformedChunk, SSELineTooLon
 from .speedups import SSEParser, delta_content
 from .telemetry import Telemetry
 
-#: Bytes a response may buffer before its socket stops being read (flow control): a
-#: backlog waits in the kernel's socket buffer instead of the measured heap.
-READ_BUFSIZE = 4096
-
 #: ``--http-client`` choices: the lean HTTP/1.1 client (default) or aiohttp.
 HTTP_CLIENTS = ("wire", "aiohttp")
-
-
-def _socket_factory(rcvbuf: int) -> Any:
-    """aiohttp sockets with a fixed receive buffer (``Config.socket_rcvbuf``; 0: the kernel's)."""
-
-    def make(addr_info: tuple[Any, ...]) -> socket.socket:
-        family, type_, proto, _, _ = addr_info
-        sock = socket.socket(family=family, type=type_, proto=proto)
-        if rcvbuf:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        return sock
-
-    return make
 
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -194,8 +176,7 @@ class LLMClient:
                 limit=config.concurrency,
                 connect_timeout=config.connect_timeout,
                 read_timeout=config.read_timeout,
-                read_bufsize=READ_BUFSIZE,
-                socket_factory=_socket_factory(config.socket_rcvbuf),
+                rcvbuf=config.socket_rcvbuf,
             )
         else:
             self._transport = WirePool(
