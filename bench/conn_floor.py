@@ -4,7 +4,7 @@ a bare uvloop protocol.
 N streaming requests are held open at once against a local server (its own process) that
 sends one SSE event and then nothing; the client's RSS growth per connection is printed for
 an aiohttp ClientSession (``--http-client aiohttp``, with its read buffer settings), for
-fastagent's lean client (``fastagent._wire``, the default) and for a bare uvloop
+fastagent's lean client (``fastagent._transports.wire``, the default) and for a bare uvloop
 ``asyncio.Protocol`` writing the same request by hand. Each agent in flight holds one such
 connection, so this is the floor of the marginal memory per agent.
 
@@ -43,7 +43,7 @@ def rss_kib() -> int:
 
 
 async def hold_aiohttp(port: int, n: int) -> float:
-    from fastagent._http import aiohttp
+    from fastagent._transports.aiohttp import aiohttp
 
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=n, limit_per_host=n),
@@ -63,7 +63,7 @@ async def hold_aiohttp(port: int, n: int) -> float:
 
 
 async def hold_wire(port: int, n: int) -> float:
-    from fastagent._wire import WirePool
+    from fastagent._transports.wire import WirePool
 
     pool = WirePool(f"http://127.0.0.1:{port}", read_timeout=600, rcvbuf=16384)
     ready = 0
@@ -122,7 +122,7 @@ async def _measure(n: int, one, ready) -> float:  # type: ignore[no-untyped-def]
 
 HOLDERS = {
     "aiohttp": ("aiohttp ClientSession", hold_aiohttp),
-    "wire": ("fastagent._wire WirePool", hold_wire),
+    "wire": ("fastagent._transports.wire", hold_wire),
     "protocol": ("bare uvloop Protocol", hold_protocol),
 }
 

@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Compiled twin of :mod:`fastagent._speedups_py`: same names, same results, same exceptions.
 
 Import the public names from :mod:`fastagent.speedups`, which picks the compiled module when

@@ -24,22 +24,30 @@ saying what is wrong and how to fix it. Only the standard library and msgspec ar
 imported: this module runs inside the measured process.
 """
 
+from __future__ import annotations
+
 import hashlib
 import os
 import re
+from importlib.resources import files
 from pathlib import Path
 
 import msgspec
 
-from fastagent.errors import FastAgentError
+from fastagent.errors import DatasetError
 
 __all__ = [
+    "CHECKSUM_NAME",
+    "DATASET_NAME",
+    "SOLUTIONS_NAME",
     "DatasetError",
     "Task",
+    "data_path",
     "default_checksum_path",
     "default_dataset_path",
     "default_solutions_path",
     "load_tasks",
+    "repeat_tasks",
     "verify_checksum",
 ]
 
@@ -47,8 +55,6 @@ DATASET_NAME = "humaneval_100.json"
 SOLUTIONS_NAME = "humaneval_100_solutions.json"
 CHECKSUM_NAME = "humaneval_100.sha256"
 
-_PACKAGE_DATA_DIR = Path(__file__).resolve().parent / "_data"
-_SOURCE_DATA_DIR = Path(__file__).resolve().parent.parent / "dataset"
 _REBUILD = "run scripts/build_humaneval_dataset.py to regenerate it"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 # msgspec's messages end with " - at `$[3].spec`" (no suffix for the top-level value).
@@ -63,32 +69,40 @@ class Task(msgspec.Struct, frozen=True, gc=False):
     test: str
 
 
-class DatasetError(FastAgentError):
-    """The dataset or its checksum file is missing, malformed or does not match."""
-
-
 _DECODER = msgspec.json.Decoder(list[Task])
 
 
-def _default(name: str) -> Path:
-    """``fastagent/_data/<name>`` in an installed wheel, else ``<repo>/dataset/<name>``."""
-    packaged = _PACKAGE_DATA_DIR / name
-    return packaged if packaged.is_file() else _SOURCE_DATA_DIR / name
+def data_path(name: str) -> Path:
+    """``fastagent/_data/<name>``: the package's data files (in the source tree
+    ``fastagent/_data`` is a link to ``dataset/``; wheels carry the files themselves)."""
+    return Path(str(files("fastagent") / "_data" / name))
 
 
 def default_dataset_path() -> Path:
-    """Where the task list lives: the wheel's copy if installed, else the source tree's."""
-    return _default(DATASET_NAME)
+    """Where the task list lives."""
+    return data_path(DATASET_NAME)
 
 
 def default_solutions_path() -> Path:
     """Where the canonical solutions live (read only by the simulated endpoint)."""
-    return _default(SOLUTIONS_NAME)
+    return data_path(SOLUTIONS_NAME)
 
 
 def default_checksum_path() -> Path:
     """Where the ``<sha256>  humaneval_100.json`` line lives."""
-    return _default(CHECKSUM_NAME)
+    return data_path(CHECKSUM_NAME)
+
+
+def repeat_tasks(tasks: list[Task], times: int) -> list[Task]:
+    """The tasks ``times`` over; copy ``k >= 1`` of a task has id ``ID#k`` and shares its text.
+
+    >>> [t.id for t in repeat_tasks([Task("a", "s", "t"), Task("b", "s", "t")], 2)]
+    ['a', 'b', 'a#1', 'b#1']
+    """
+    out = list(tasks)
+    for k in range(1, times):
+        out.extend(Task(id=f"{t.id}#{k}", spec=t.spec, test=t.test) for t in tasks)
+    return out
 
 
 def _read_dataset(path: Path) -> bytes:

@@ -5,9 +5,9 @@
 ...         reply = await client.complete([Message("user", "Write hello world in Python")])
 ...         return reply.text
 
-One pooled transport per run: the lean HTTP/1.1 client of ``fastagent._wire`` by default
-(it exists for the measured process's memory, see its docstring), or aiohttp
-(``Config.http_client = "aiohttp"``, ``--http-client aiohttp``). Streams are parsed
+One pooled transport per run (:mod:`fastagent._transports`): the lean HTTP/1.1 client by
+default (it exists for the measured process's memory, see its docstring), or aiohttp
+(``Config.http_client = HttpClient.AIOHTTP``, ``--http-client aiohttp``). Streams are parsed
 incrementally from raw body chunks (a single SSE line may be longer than any line limit)
 by the speedups' SSEParser and ``delta_content``. Connection errors, broken
 or malformed streams (an SSE line past the parser's 1 MiB cap included), read and call
@@ -24,22 +24,25 @@ import email.utils
 import functools
 import random
 import time
-from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
 
 from . import __version__
 from ._deadlines import Deadlines
-from ._wire import StaleConnection, WirePool
+from ._transports import Response, Transport, open_transport
 from .config import Config
-from .errors import ConnectFailed, FastAgentError, MalformedChunk, SSELineTooLong
+from .errors import (
+    ConnectFailed,
+    LLMError,
+    MalformedChunk,
+    SSELineTooLong,
+    StaleConnection,
+)
 from .speedups import SSEParser, delta_content
-from .telemetry import Telemetry
+from .telemetry import Histogram, Telemetry
 
-#: ``--http-client`` choices: the lean HTTP/1.1 client (default) or aiohttp.
-HTTP_CLIENTS = ("wire", "aiohttp")
-
+__all__ = ["Completion", "LLMClient", "LLMError", "Message"]
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 _DONE = b"[DONE]"
@@ -51,23 +54,6 @@ class Message(msgspec.Struct, array_like=False, gc=False):
 
     role: str
     content: str
-
-
-class LLMError(FastAgentError):
-    """A completion could not be had. ``cause`` is a short machine-readable label.
-
-    ``retries`` is how many times the call was retried before it gave up (so it sent
-    ``retries + 1`` requests).
-    """
-
-    def __init__(
-        self, message: str, cause: str, retryable: bool = False, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message)
-        self.cause = cause
-        self.retryable = retryable
-        self.retry_after = retry_after
-        self.retries = 0
 
 
 class Completion(msgspec.Struct, gc=False):
@@ -142,8 +128,6 @@ class LLMClient:
     def __init__(self, config: Config, telemetry: Telemetry | None = None) -> None:
         if not config.base_url:
             raise ValueError("LLMClient needs config.base_url")
-        if config.http_client not in HTTP_CLIENTS:
-            raise ValueError(f"http_client must be one of {HTTP_CLIENTS}")
         self.config = config
         self.telemetry = telemetry or Telemetry()
         base = urlsplit(config.base_url.rstrip("/"))
@@ -151,7 +135,7 @@ class LLMClient:
         self.path = base.path
         self.url = f"{self.origin}{self.path}/chat/completions"
         self.models_url = f"{self.origin}{self.path}/models"
-        self._transport: Any = None
+        self._transport: Transport | None = None
         self._rng = random.Random()
         #: The run's timeouts (calls here, reads in the wire client, tasks in the agents).
         self.deadlines = Deadlines(
@@ -167,26 +151,16 @@ class LLMClient:
         }
         if config.api_key:
             headers["Authorization"] = f"Bearer {config.api_key}"
-        if config.http_client == "aiohttp":
-            from ._http import AiohttpTransport
-
-            self._transport = AiohttpTransport(
-                self.origin,
-                headers,
-                limit=config.concurrency,
-                connect_timeout=config.connect_timeout,
-                read_timeout=config.read_timeout,
-                rcvbuf=config.socket_rcvbuf,
-            )
-        else:
-            self._transport = WirePool(
-                self.origin,
-                headers,
-                connect_timeout=config.connect_timeout,
-                read_timeout=config.read_timeout,
-                rcvbuf=config.socket_rcvbuf,
-                deadlines=self.deadlines,
-            )
+        self._transport = open_transport(
+            config.http_client,
+            self.origin,
+            headers,
+            limit=config.concurrency,
+            connect_timeout=config.connect_timeout,
+            read_timeout=config.read_timeout,
+            rcvbuf=config.socket_rcvbuf,
+            deadlines=self.deadlines,
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -195,7 +169,7 @@ class LLMClient:
             self._transport = None
 
     @property
-    def transport(self) -> Any:
+    def transport(self) -> Transport:
         if self._transport is None:
             raise RuntimeError("use LLMClient as 'async with LLMClient(config) as client'")
         return self._transport
@@ -289,7 +263,7 @@ class LLMClient:
             )
         )
 
-    async def _send(self, messages: list[Message]) -> Any:
+    async def _send(self, messages: list[Message]) -> Response:
         # The body is encoded for each send, once a connection is ready, and not kept: the
         # messages share the task's text with every other agent on it, an encoded body
         # would be each agent's own.
@@ -356,7 +330,7 @@ class LLMClient:
                 self.telemetry.event("first_token", task=task, ttft=round(state.last - sent, 6))
         return False
 
-    def _take(self, state: _Attempt, payload: bytes, cap: int, itl: Any) -> bool:
+    def _take(self, state: _Attempt, payload: bytes, cap: int, itl: Histogram) -> bool:
         if not payload:
             return False
         content = delta_content(payload)
@@ -389,7 +363,7 @@ class LLMClient:
         if extras.fastagent_timing is not None:
             state.timing = extras.fastagent_timing
 
-    async def _read_body(self, resp: Any) -> _Attempt:
+    async def _read_body(self, resp: Response) -> _Attempt:
         cap = self.config.max_completion_bytes
         received = bytearray()
         while piece := await resp.read_chunk():
@@ -407,7 +381,7 @@ class LLMClient:
         self._take_extras(state, body)
         return state
 
-    async def _status_error(self, resp: Any) -> LLMError:
+    async def _status_error(self, resp: Response) -> LLMError:
         body = await resp.read(64 * 1024)
         status = resp.status
         return LLMError(
@@ -431,9 +405,7 @@ class LLMClient:
             e2e=e2e,
         )
         hist["llm_e2e"].add(e2e)
-        telemetry.llm_chunks += state.chunks
         telemetry.output_tokens += tokens
-        telemetry.prompt_tokens += completion.prompt_tokens or 0
         if state.first is not None:
             completion.ttft = state.first - sent
             hist["ttft"].add(completion.ttft)

@@ -1,32 +1,39 @@
-"""Where results land: one CSV row per task (flushed as each task ends) and a summary JSON.
+"""Where results land: one CSV row per task, flushed as each task ends, and the summary JSON.
 
->>> paths = ResultPaths.new("results/raw")          # results/raw/python_<ts>.csv + _summary.json
->>> with CsvWriter(paths.csv) as rows:               # doctest: +SKIP
-...     rows.write(task_result)
+>>> paths = ResultPaths.for_csv("results/raw/python_20261201T000000Z.csv")
+>>> paths.summary.name, paths.stamp
+('python_20261201T000000Z_summary.json', 'python_20261201T000000Z')
 
-Every column and key is documented in docs/results.md; SCHEMA_VERSION changes whenever
-one is renamed or removed.
+The columns and keys are :mod:`fastagent.schema`'s; a results CSV is read back as typed
+rows with :func:`read_rows`, which refuses a file of another schema or a row of the wrong
+width.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import os
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from .agent import TaskResult
+from .schema import COLUMNS, Summary, TaskRow
 
-SCHEMA_VERSION = 1
-COLUMNS: tuple[str, ...] = TaskResult.__struct_fields__
+__all__ = [
+    "CsvWriter",
+    "ResultPaths",
+    "format_summary",
+    "nearest_rank",
+    "read_rows",
+    "write_json_atomic",
+]
 
 
 class ResultPaths(msgspec.Struct, frozen=True):
-    """The CSV and summary JSON of one run, named ``python_<UTC timestamp>``."""
+    """The CSV and summary JSON of one run, named ``<prefix>_<UTC timestamp>``."""
 
     csv: Path
     summary: Path
@@ -49,8 +56,12 @@ class ResultPaths(msgspec.Struct, frozen=True):
         return cls(path, path.with_name(f"{path.stem}_summary.json"), path.stem)
 
 
+def _cell(value: Any) -> Any:
+    return "" if value is None else value
+
+
 class CsvWriter:
-    """Appends TaskResult rows, flushing each one so a crash loses no finished task."""
+    """Appends TaskRows, flushing each one so a crash loses no finished task."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -63,10 +74,8 @@ class CsvWriter:
             self._writer.writerow(COLUMNS)
             self._file.flush()
 
-    def write(self, result: TaskResult) -> None:
-        self._writer.writerow(
-            ["" if v is None else v for v in (getattr(result, c) for c in COLUMNS)]
-        )
+    def write(self, row: TaskRow) -> None:
+        self._writer.writerow([_cell(getattr(row, c)) for c in COLUMNS])
         self._file.flush()
 
     def close(self) -> None:
@@ -87,42 +96,41 @@ def _drop_partial_row(path: Path) -> None:
             f.truncate(data.rfind(b"\n") + 1)
 
 
-def read_rows(path: str | os.PathLike[str]) -> list[dict[str, str]]:
-    """The complete rows of a results CSV as dicts (a half-written last row is left out).
+def read_rows(path: str | os.PathLike[str]) -> list[TaskRow]:
+    """The complete rows of a results CSV (a half-written last row is left out).
 
-    Raises ValueError when the file is not a results CSV of this schema.
+    Raises ValueError, naming the file and line, when the header is not this schema's, a
+    row has another number of fields, or a value does not fit its column's type.
     """
     with open(path, newline="", encoding="utf-8") as f:
         text = f.read()
     if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
-    reader = csv.DictReader(text.splitlines())
-    if tuple(reader.fieldnames or ()) != COLUMNS:
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if tuple(header or ()) != COLUMNS:
         raise ValueError(f"{path} is not a fastagent results CSV (its header differs)")
-    return list(reader)
-
-
-def outcome_counts(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """passed / first-attempt / recovered / failed / errors / avg retries from result rows."""
-    rows = list(rows)
-    passed = sum(r["status"] == "passed" for r in rows)
-    first = sum(str(r["first_attempt_pass"]) in ("True", "true", "1") for r in rows)
-    retries = [int(r["retries"]) for r in rows]
-    total = len(rows)
-    return {
-        "tasks": total,
-        "passed": passed,
-        "pass_at_1": round(passed / total, 4) if total else 0.0,
-        "first_attempt_passes": first,
-        "recovered": passed - first,
-        "failed": sum(r["status"] == "failed" for r in rows),
-        "errors": sum(r["status"] == "error" for r in rows),
-        "avg_retries": round(sum(retries) / total, 4) if total else 0.0,
-    }
+    rows = []
+    for cells in reader:
+        line = reader.line_num
+        if len(cells) != len(COLUMNS):
+            raise ValueError(
+                f"{path}, line {line}: {len(cells)} fields where the header has {len(COLUMNS)}"
+            )
+        values = {c: v for c, v in zip(COLUMNS, cells, strict=True) if v != ""}
+        try:
+            rows.append(msgspec.convert(values, TaskRow, strict=False))
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"{path}, line {line}: {exc}") from None
+    return rows
 
 
 def nearest_rank(values: list[float], q: float) -> float | None:
-    """Exact nearest-rank percentile of a small list (task latencies)."""
+    """Exact nearest-rank percentile.
+
+    >>> nearest_rank([3.0, 1.0, 2.0, 4.0], 50), nearest_rank([], 50)
+    (2.0, None)
+    """
     if not values:
         return None
     ordered = sorted(values)
@@ -131,8 +139,37 @@ def nearest_rank(values: list[float], q: float) -> float | None:
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
-    """Write ``data`` as indented JSON through a temp file and os.replace."""
+    """Write ``data`` (a Struct, or anything msgspec encodes) as indented JSON, atomically."""
     target = Path(path)
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.write_bytes(msgspec.json.format(msgspec.json.encode(data), indent=2) + b"\n")
     os.replace(tmp, target)
+
+
+def format_summary(s: Summary) -> str:
+    """The few lines a person reads at the end of a run."""
+    where = "simulated" if s.endpoint.simulated else s.endpoint.base_url
+    o, cpu, lat = s.outcomes, s.cpu, s.latency
+    lines = [
+        f"fastagent bench: {s.runtime} / {s.implementation} / {s.event_loop} — "
+        f"model {s.endpoint.model} ({where}), concurrency {s.settings.concurrency}",
+        f"  tasks {o.tasks}   passed {o.passed} (pass@1 {o.pass_at_1 * 100:.1f}%)   "
+        f"first-attempt {o.first_attempt_passes}   recovered {o.recovered}   "
+        f"failed {o.failed}   errors {o.errors}   avg retries {o.avg_retries:.2f}",
+        f"  wall {s.wall_seconds:.1f} s   peak RSS {s.memory.peak_rss_mib:.1f} MiB   "
+        f"runtime CPU {cpu.runtime_seconds:.2f} s ({cpu.runtime_ms_per_task or 0:.1f} ms/task)   "
+        f"children CPU {cpu.children_seconds:.1f} s",
+    ]
+    if lat.ttft_ms.count:
+        lines.append(
+            f"  LLM calls {s.totals.llm_calls}   TTFT p50 {_ms(lat.ttft_ms.p50)}   "
+            f"E2E p50 {_ms(lat.llm_e2e_ms.p50)}   overhead p50 {_ms(lat.llm_overhead_ms.p50)}   "
+            f"loop lag p99 {_ms(s.loop_lag_ms.p99)}"
+        )
+    if s.interrupted:
+        lines.append("  INTERRUPTED: the summary covers the tasks that finished")
+    return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f} ms"

@@ -2,11 +2,15 @@
 
 >>> from fastagent.config import Config
 >>> outcome = run_bench(Config(tasks=10))            # doctest: +SKIP
->>> outcome.summary["passed"], outcome.paths.csv      # doctest: +SKIP
+>>> outcome.summary.outcomes.passed, outcome.paths.csv  # doctest: +SKIP
 
 ``concurrency`` workers each take the next task from one shared iterator, so a waiting
 task costs nothing until a worker picks it; test processes take one of ``max_procs``
-process slots, so pass counts never depend on machine load.
+process slots, so pass counts never depend on machine load. The run in order:
+:func:`prepare` (dataset, pytest, results paths, trace file: every bad input is found
+here, before anything starts), the endpoint (the built-in simulator in its own process
+unless ``base_url`` is set), :class:`Run` on the event loop (the measured part), then
+:func:`build_summary` makes the one :class:`~fastagent.schema.Summary`, written once.
 """
 
 from __future__ import annotations
@@ -20,20 +24,33 @@ import signal
 import subprocess
 import sys
 import time
-from array import array
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import msgspec
 
 from . import __version__
-from .agent import AgentLoop, TaskResult
+from .agent import AgentLoop
 from .config import Config
-from .dataset import Task, default_dataset_path, load_tasks
-from .errors import FastAgentError
-from .llm import LLMClient, LLMError
-from .results import CsvWriter, ResultPaths, nearest_rank, read_rows, write_json_atomic
+from .dataset import Task, default_dataset_path, load_tasks, repeat_tasks
+from .errors import ExitCode, LLMError, RunError
+from .llm import LLMClient
+from .results import CsvWriter, ResultPaths, read_rows, write_json_atomic
+from .schema import (
+    Cpu,
+    Endpoint,
+    Memory,
+    Outcomes,
+    RssTimeline,
+    Settings,
+    Summary,
+    TaskRow,
+    TaskStatus,
+    Throughput,
+    Totals,
+    Versions,
+)
 from .speedups import IMPLEMENTATION
 from .telemetry import (
     LagProbe,
@@ -45,54 +62,57 @@ from .telemetry import (
     kernel_peak_rss_kib,
 )
 
+__all__ = ["Plan", "Run", "RunOutcome", "Tally", "build_summary", "check_python", "run_bench"]
 
-class RunError(FastAgentError):
-    """The run could not start (bad input, unreachable endpoint); nothing was measured."""
+Log = Callable[[str], None]
 
 
 class RunOutcome(msgspec.Struct):
-    """What run_bench returns: the summary dict, where it was written, and the exit code."""
+    """What run_bench returns: the summary, where it was written, and the exit code."""
 
-    summary: dict[str, Any]
+    summary: Summary
     paths: ResultPaths
     exit_code: int
 
 
-class _Tally:
-    """Outcome counters kept as the tasks finish (no per-task objects are retained)."""
+class Tally:
+    """Outcome counters kept as the tasks finish (no per-task objects are retained).
+
+    >>> tally = Tally()
+    >>> tally.add(TaskRow(task_id="a", status=TaskStatus.PASSED, attempts=1,
+    ...                   first_attempt_pass=True))
+    >>> tally.add(TaskRow(task_id="b", status=TaskStatus.FAILED, attempts=4, retries=3))
+    >>> o = tally.outcomes()
+    >>> o.tasks, o.passed, o.first_attempt_passes, o.failed, o.avg_retries
+    (2, 1, 1, 1, 1.5)
+    """
 
     def __init__(self) -> None:
         self.done = self.passed = self.first = self.failed = self.errors = self.retries = 0
-        self.walls = array("d")
 
-    def add(self, status: str, first: bool, retries: int, wall: float) -> None:
+    def add(self, row: TaskRow) -> None:
         self.done += 1
-        self.retries += retries
-        self.walls.append(wall)
-        if status == "passed":
+        self.retries += row.retries
+        if row.status is TaskStatus.PASSED:
             self.passed += 1
-            self.first += first
-        elif status == "failed":
+            self.first += row.first_attempt_pass
+        elif row.status is TaskStatus.FAILED:
             self.failed += 1
         else:
             self.errors += 1
 
-    def add_result(self, result: TaskResult) -> None:
-        self.add(result.status, result.first_attempt_pass, result.retries, result.wall_s)
-
-    def add_row(self, row: dict[str, str]) -> None:
-        self.add(row["status"], row["first_attempt_pass"] == "True", int(row["retries"]),
-                 float(row["wall_s"]))  # fmt: skip
-
-
-def repeat_tasks(tasks: list[Task], times: int) -> list[Task]:
-    """The dataset ``times`` over; copies get ids ``ID#k`` and share the spec and test text."""
-    if times <= 1:
-        return tasks
-    out = list(tasks)
-    for k in range(1, times):
-        out.extend(Task(id=f"{t.id}#{k}", spec=t.spec, test=t.test) for t in tasks)
-    return out
+    def outcomes(self) -> Outcomes:
+        done = self.done
+        return Outcomes(
+            tasks=done,
+            passed=self.passed,
+            pass_at_1=round(self.passed / done, 4) if done else 0.0,
+            first_attempt_passes=self.first,
+            recovered=self.passed - self.first,
+            failed=self.failed,
+            errors=self.errors,
+            avg_retries=round(self.retries / done, 4) if done else 0.0,
+        )
 
 
 def check_python(python: str) -> str:
@@ -119,55 +139,44 @@ def check_python(python: str) -> str:
     return proc.stdout.decode().strip()
 
 
-def run_bench(config: Config, *, log: Callable[[str], None] | None = None) -> RunOutcome:
-    """Run the benchmark described by ``config``; raises RunError/DatasetError on bad input."""
-    import uvloop
+class Plan(msgspec.Struct):
+    """What a run will do, every input checked: made by :func:`prepare`."""
 
-    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    dataset: str
+    tasks: list[Task]
+    paths: ResultPaths
+    work_dir: Path
+    pytest_version: str
+    #: the rows an interrupted run left (``--resume``), already counted in ``tally``
+    resumed: list[TaskRow]
+    trace: IO[bytes] | None
+
+
+def prepare(config: Config, log: Log) -> Plan:
+    """Check every input and open what the run writes; RunError/DatasetError on bad input."""
     dataset = config.dataset or str(default_dataset_path())
     tasks = repeat_tasks(load_tasks(dataset, config.tasks), config.repeat)
     pytest_version = check_python(config.python)
-    tally = _Tally()
+    resumed: list[TaskRow] = []
     if config.resume:
-        paths, tasks = _resume(config.resume, tasks, tally)
-        log(f"resuming {paths.csv}: {tally.done} tasks done, {len(tasks)} to go")
+        paths, resumed = _resume(config.resume, tasks)
+        done = {row.task_id for row in resumed}
+        tasks = [t for t in tasks if t.id not in done]
+        log(f"resuming {paths.csv}: {len(resumed)} tasks done, {len(tasks)} to go")
     else:
         paths = _prepare_results(config.results_dir)
     work_dir = Path(config.work_dir or Path(config.results_dir).parent / "runs" / paths.stamp)
-    sim = None
-    try:
-        if not config.base_url:
-            from ._simproc import SimProcess
-
-            args = ["--dataset", dataset]
-            if config.sim_profile:
-                args += ["--profile", config.sim_profile]
-            sim = SimProcess(args)
-            config = msgspec.structs.replace(config, base_url=sim.start())
-            log(f"simulated endpoint at {sim.base_url} (pid {sim.pid})")
-        exclude = (sim.pid,) if sim and sim.pid else ()
-        summary = uvloop.run(_main(config, tasks, paths, work_dir, log, tally, exclude))
-    finally:
-        if sim is not None:
-            sim.stop()
-        if not config.keep_workspaces:
-            shutil.rmtree(work_dir, ignore_errors=True)
-    summary["simulated"] = summary["sim_profile"] is not None
-    summary["sim_started_by_bench"] = sim is not None
-    summary["dataset"] = dataset
-    summary["versions"]["pytest_in_tests"] = pytest_version
-    write_json_atomic(paths.summary, summary)
-    if summary["interrupted"]:
-        code = 128 + summary["interrupted_by_signal"]
-    elif summary["tasks"] and summary["errors"] == summary["tasks"]:
-        code = 1
-    else:
-        code = 0
-    return RunOutcome(summary, paths, code)
+    trace = None
+    if config.trace:
+        try:
+            trace = open(config.trace, "wb", buffering=64 * 1024)  # noqa: SIM115
+        except OSError as exc:
+            raise RunError(f"cannot write trace file {config.trace}: {exc.strerror}") from None
+    return Plan(dataset, tasks, paths, work_dir, pytest_version, resumed, trace)
 
 
-def _resume(csv_path: str, tasks: list[Task], tally: _Tally) -> tuple[ResultPaths, list[Task]]:
-    """Count the rows an interrupted run left and return the tasks it did not finish."""
+def _resume(csv_path: str, tasks: list[Task]) -> tuple[ResultPaths, list[TaskRow]]:
+    """The first row of each task an interrupted run left (RunError when they do not fit)."""
     try:
         rows = read_rows(csv_path)
     except FileNotFoundError:
@@ -177,18 +186,15 @@ def _resume(csv_path: str, tasks: list[Task], tally: _Tally) -> tuple[ResultPath
     if not os.access(csv_path, os.W_OK):
         raise RunError(f"--resume: {csv_path} is not writable")
     known = {t.id for t in tasks}
-    done: set[str] = set()
+    first: dict[str, TaskRow] = {}
     for row in rows:
-        task_id = row["task_id"]
-        if task_id not in known:
+        if row.task_id not in known:
             raise RunError(
-                f"--resume: {csv_path} has task {task_id!r}, which is not in this run's tasks: "
-                "pass the same --dataset/--tasks/--repeat as the interrupted run"
+                f"--resume: {csv_path} has task {row.task_id!r}, which is not in this run's "
+                "tasks: pass the same --dataset/--tasks/--repeat as the interrupted run"
             )
-        if task_id not in done:
-            done.add(task_id)
-            tally.add_row(row)
-    return ResultPaths.for_csv(csv_path), [t for t in tasks if t.id not in done]
+        first.setdefault(row.task_id, row)
+    return ResultPaths.for_csv(csv_path), list(first.values())
 
 
 def _prepare_results(results_dir: str) -> ResultPaths:
@@ -201,120 +207,171 @@ def _prepare_results(results_dir: str) -> ResultPaths:
     return ResultPaths.new(results_dir)
 
 
-async def _sim_profile(client: LLMClient) -> dict[str, Any] | None:
-    """The simulated endpoint's profile (GET /sim/plan); None for any other server."""
-    with contextlib.suppress(Exception):
-        status, body = await client.fetch("/sim/plan", 5.0)
-        if status == 200:
-            profile = msgspec.json.decode(body).get("profile")
-            return profile if isinstance(profile, dict) else None
-    return None
+def run_bench(config: Config, *, log: Log | None = None) -> RunOutcome:
+    """Run the benchmark described by ``config``; raises RunError/DatasetError on bad input."""
+    import uvloop
 
-
-async def _main(
-    config: Config,
-    tasks: list[Task],
-    paths: ResultPaths,
-    work_dir: Path,
-    log: Callable[[str], None],
-    tally: _Tally,
-    exclude: tuple[int, ...],
-) -> dict[str, Any]:
-    trace_file = open(config.trace, "wb", buffering=64 * 1024) if config.trace else None  # noqa: SIM115
-    telemetry = Telemetry(TraceWriter(trace_file) if trace_file else None)
-    sampler = Sampler(config.sample_interval, exclude=exclude)
-    lag = LagProbe()
-    loop = asyncio.get_running_loop()
-    stop_signal: list[int] = []
-    sim_profile: dict[str, Any] | None = None
-    agent: AgentLoop | None = None
-    cpu0 = cpu_seconds()
-    t0 = time.monotonic()
-    started_at = time.time()
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    plan = prepare(config, log)
+    sim = None
     try:
-        async with LLMClient(config, telemetry) as client:
-            config = await _resolve_model(client, config)
-            client.config = config
-            sim_profile = await _sim_profile(client)
-            work_dir.mkdir(parents=True, exist_ok=True)
-            agent = AgentLoop(
-                client,
-                config,
-                workspace_root=work_dir,
-                proc_slots=asyncio.Semaphore(config.max_procs),
-                telemetry=telemetry,
-            )
-            log(
-                f"fastagent {__version__}: {len(tasks)} tasks, concurrency {config.concurrency}, "
-                f"max procs {config.max_procs}, speedups {IMPLEMENTATION}, model {config.model} "
-                f"at {config.base_url}"
-            )
-            # Start-up is over: move every object made so far (modules, tasks, config) out of
-            # the collector's reach, so the collections thousands of agents trigger traverse
-            # only what the agents allocate (CPU; the peak RSS it saves is within noise).
-            gc.freeze()
-            sampler.start()
-            lag.start()
-            queue = iter(enumerate(tasks))
+        if not config.base_url:
+            from .sim.launcher import SimProcess
 
-            rows = CsvWriter(paths.csv)
-
-            async def worker() -> None:
-                for index, task in queue:
-                    result = await agent.run(task, index, time.monotonic() - t0)
-                    rows.write(result)
-                    tally.add_result(result)
-                    telemetry.hist["task_wall"].add(result.wall_s)
-                    telemetry.hist["task_overhead"].add(result.overhead_s)
-
-            workers = [
-                asyncio.create_task(worker()) for _ in range(min(config.concurrency, len(tasks)))
-            ]
-
-            def interrupt(signum: int) -> None:
-                stop_signal.append(signum)
-                for w in workers:
-                    w.cancel()
-
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signum, interrupt, signum)
-            progress = (
-                asyncio.create_task(_progress(tally, tally.done + len(tasks), telemetry, sampler))
-                if config.progress
-                else None
-            )
-            try:
-                outcomes = await asyncio.gather(*workers, return_exceptions=True)
-                for failure in outcomes:
-                    if isinstance(failure, Exception):
-                        log(f"fastagent: internal error in a worker: {failure!r}")
-            finally:
-                rows.close()
-                for signum in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(signum)
-                if progress is not None:
-                    progress.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await progress
-                    print(file=sys.stderr)
+            sim = SimProcess.for_bench(plan.dataset, config.sim_profile)
+            config = msgspec.structs.replace(config, base_url=sim.start())
+            log(f"simulated endpoint at {sim.base_url} (pid {sim.pid})")
+        run = Run(config, plan, log, exclude=(sim.pid,) if sim and sim.pid else ())
+        uvloop.run(run.main())
     finally:
-        await lag.stop()
-        sampler.stop()
-        if trace_file:
-            trace_file.close()
-    wall = time.monotonic() - t0
-    cpu1 = cpu_seconds()
-    summary = _summary(
-        config, tally, telemetry, sampler, lag, paths, wall, cpu0, cpu1, started_at, stop_signal
-    )
-    summary["sim_profile"] = sim_profile
-    summary["open_fds_at_end"] = len(os.listdir("/proc/self/fd"))
-    summary["live_children_at_end"] = len(descendants(os.getpid(), frozenset(exclude)))
-    summary["verify"] = config.verify
-    summary["http_client"] = config.http_client
-    summary["sandbox"] = agent.sandbox.label if agent else None
-    summary["sandbox_warning"] = (agent.sandbox.warning or None) if agent else None
-    return summary
+        if plan.trace is not None:
+            plan.trace.close()
+        if sim is not None:
+            sim.stop()
+        if not config.keep_workspaces:
+            shutil.rmtree(plan.work_dir, ignore_errors=True)
+    summary = build_summary(run, started_by_bench=sim is not None)
+    write_json_atomic(plan.paths.summary, summary)
+    return RunOutcome(summary, plan.paths, exit_code(summary))
+
+
+def exit_code(summary: Summary) -> int:
+    """128 + the signal when interrupted, 1 when every task ended in error, else 0."""
+    if summary.interrupted_by_signal is not None:
+        return 128 + summary.interrupted_by_signal
+    o = summary.outcomes
+    return ExitCode.FAILED if o.tasks and o.errors == o.tasks else ExitCode.OK
+
+
+class Run:
+    """The measured part of one run, on the event loop: workers, signals, progress, samplers.
+
+    ``main()`` fills in what :func:`build_summary` reads: the telemetry, the samplers, the
+    tally, the wall and CPU clocks, and what the endpoint and the sandbox turned out to be.
+    """
+
+    def __init__(self, config: Config, plan: Plan, log: Log, exclude: tuple[int, ...]) -> None:
+        self.config = config
+        self.plan = plan
+        self.log = log
+        self.exclude = exclude
+        self.telemetry = Telemetry(TraceWriter(plan.trace) if plan.trace else None)
+        self.sampler = Sampler(config.sample_interval, exclude=exclude)
+        self.lag = LagProbe()
+        self.tally = Tally()
+        for row in plan.resumed:
+            self.record(row)
+        self.stop_signal: int | None = None
+        self.sim_profile: dict[str, Any] | None = None
+        self.sandbox: tuple[str | None, str | None] = (None, None)
+        self.open_fds = self.live_children = 0
+        self.started_at = time.time()
+        self.wall = 0.0
+        self.cpu0 = self.cpu1 = (0.0, 0.0)
+
+    def record(self, row: TaskRow) -> None:
+        self.tally.add(row)
+        self.telemetry.hist["task_wall"].add(row.wall_s)
+        self.telemetry.hist["task_overhead"].add(row.overhead_s)
+
+    async def main(self) -> None:
+        self.cpu0 = cpu_seconds()
+        t0 = time.monotonic()
+        try:
+            async with LLMClient(self.config, self.telemetry) as client:
+                await self._setup(client)
+                agent = AgentLoop(
+                    client,
+                    self.config,
+                    workspace_root=self.plan.work_dir,
+                    proc_slots=asyncio.Semaphore(self.config.max_procs),
+                    telemetry=self.telemetry,
+                )
+                self.sandbox = (agent.sandbox.label, agent.sandbox.warning or None)
+                # Start-up is over: move every object made so far (modules, tasks, config)
+                # out of the collector's reach, so the collections thousands of agents
+                # trigger traverse only what the agents allocate (CPU; the peak RSS it
+                # saves is within noise).
+                gc.freeze()
+                self.sampler.start()
+                self.lag.start()
+                await self._work(agent, t0)
+        finally:
+            await self.lag.stop()
+            self.sampler.stop()
+            self.wall = time.monotonic() - t0
+            self.cpu1 = cpu_seconds()
+        self.open_fds = len(os.listdir("/proc/self/fd"))
+        self.live_children = len(descendants(os.getpid(), frozenset(self.exclude)))
+
+    async def _setup(self, client: LLMClient) -> None:
+        config = self.config = await _resolve_model(client, self.config)
+        client.config = config
+        self.sim_profile = await _sim_profile(client)
+        self.plan.work_dir.mkdir(parents=True, exist_ok=True)
+        self.log(
+            f"fastagent {__version__}: {len(self.plan.tasks)} tasks, concurrency "
+            f"{config.concurrency}, max procs {config.max_procs}, speedups {IMPLEMENTATION}, "
+            f"model {config.model} at {config.base_url}"
+        )
+
+    async def _work(self, agent: AgentLoop, t0: float) -> None:
+        """Every task through ``concurrency`` workers; SIGINT/SIGTERM cancel them."""
+        tasks = self.plan.tasks
+        queue = iter(enumerate(tasks))
+        rows = CsvWriter(self.plan.paths.csv)
+
+        async def worker() -> None:
+            for index, task in queue:
+                row = await agent.run(task, index, time.monotonic() - t0)
+                rows.write(row)
+                self.record(row)
+
+        workers = [
+            asyncio.create_task(worker()) for _ in range(min(self.config.concurrency, len(tasks)))
+        ]
+
+        def interrupt(signum: int) -> None:
+            if self.stop_signal is None:
+                self.stop_signal = signum
+            for w in workers:
+                w.cancel()
+
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, interrupt, signum)
+        progress = asyncio.create_task(self._progress()) if self._show_progress() else None
+        try:
+            for failure in await asyncio.gather(*workers, return_exceptions=True):
+                if isinstance(failure, Exception):
+                    self.log(f"fastagent: internal error in a worker: {failure!r}")
+        finally:
+            rows.close()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+            if progress is not None:
+                progress.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await progress
+                print(file=sys.stderr)
+
+    def _show_progress(self) -> bool:
+        progress = self.config.progress
+        return sys.stderr.isatty() if progress is None else progress
+
+    async def _progress(self) -> None:
+        tally, telemetry = self.tally, self.telemetry
+        total = tally.done + len(self.plan.tasks)
+        t0 = time.monotonic()
+        while True:
+            sys.stderr.write(
+                f"\r[{tally.done:>5}/{total}] passed {tally.passed} failed {tally.failed} "
+                f"error {tally.errors} | in flight {telemetry.in_flight:>4} | "
+                f"RSS {self.sampler.last_rss_kib / 1024:6.1f} MiB | "
+                f"{time.monotonic() - t0:6.1f} s "
+            )
+            sys.stderr.flush()
+            await asyncio.sleep(0.5)
 
 
 async def _resolve_model(client: LLMClient, config: Config) -> Config:
@@ -331,97 +388,110 @@ async def _resolve_model(client: LLMClient, config: Config) -> Config:
     return msgspec.structs.replace(config, model=models[0])
 
 
-async def _progress(tally: _Tally, total: int, telemetry: Telemetry, sampler: Sampler) -> None:
-    t0 = time.monotonic()
-    while True:
-        line = (
-            f"\r[{tally.done:>5}/{total}] passed {tally.passed} failed {tally.failed} "
-            f"error {tally.errors} | in flight {telemetry.in_flight:>4} | "
-            f"RSS {sampler.last_rss_kib / 1024:6.1f} MiB | {time.monotonic() - t0:6.1f} s "
-        )
-        sys.stderr.write(line)
-        sys.stderr.flush()
-        await asyncio.sleep(0.5)
+async def _sim_profile(client: LLMClient) -> dict[str, Any] | None:
+    """The simulated endpoint's profile (GET /sim/plan); None for any other server."""
+    with contextlib.suppress(Exception):
+        status, body = await client.fetch("/sim/plan", 5.0)
+        if status == 200:
+            profile = msgspec.json.decode(body).get("profile")
+            return profile if isinstance(profile, dict) else None
+    return None
 
 
-def _summary(
-    config: Config,
-    tally: _Tally,
-    telemetry: Telemetry,
-    sampler: Sampler,
-    lag: LagProbe,
-    paths: ResultPaths,
-    wall: float,
-    cpu0: tuple[float, float],
-    cpu1: tuple[float, float],
-    started_at: float,
-    stop_signal: list[int],
-) -> dict[str, Any]:
+# ---- the summary, built in one place ---------------------------------------------------------
+
+
+def build_summary(run: Run, *, started_by_bench: bool) -> Summary:
+    """The run's :class:`~fastagent.schema.Summary` from what :class:`Run` measured."""
+    config, telemetry, wall = run.config, run.telemetry, run.wall
+    return Summary(
+        implementation="pure" if IMPLEMENTATION == "pure" else "cython",
+        started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.started_at)),
+        wall_seconds=round(wall, 3),
+        interrupted=run.stop_signal is not None,
+        interrupted_by_signal=run.stop_signal,
+        csv=str(run.plan.paths.csv),
+        settings=Settings(
+            concurrency=config.concurrency,
+            max_procs=config.max_procs,
+            max_retries=config.max_retries,
+            repeat=config.repeat,
+            stream=config.stream,
+            verify=config.verify,
+            http_client=config.http_client,
+            dataset=run.plan.dataset,
+            sandbox=run.sandbox[0],
+            sandbox_warning=run.sandbox[1],
+        ),
+        endpoint=Endpoint(
+            base_url=config.base_url or "",
+            model=config.model or "",
+            simulated=run.sim_profile is not None,
+            started_by_bench=started_by_bench,
+            sim_profile=run.sim_profile,
+        ),
+        outcomes=run.tally.outcomes(),
+        memory=_memory(run),
+        cpu=_cpu(run),
+        loop_lag_ms=run.lag.summary(),
+        latency=telemetry.latency(),
+        throughput=Throughput(
+            requests_per_s=round(telemetry.llm_calls / wall, 3) if wall else None,
+            output_tokens_per_s=round(telemetry.output_tokens / wall, 3) if wall else None,
+            tasks_per_s=round(run.tally.done / wall, 3) if wall else None,
+        ),
+        totals=Totals(
+            llm_calls=telemetry.llm_calls,
+            output_tokens=telemetry.output_tokens,
+            peak_agents_in_flight=telemetry.peak_in_flight,
+            retries_by_cause=telemetry.retry_causes,
+            errors_by_cause=telemetry.error_causes,
+            test_exit_causes=telemetry.exit_causes,
+        ),
+        versions=_versions(run.plan.pytest_version),
+    )
+
+
+def _memory(run: Run) -> Memory:
+    sampler = run.sampler
+    return Memory(
+        peak_rss_mib=round(kernel_peak_rss_kib() / 1024, 2),
+        peak_children=sampler.peak_children,
+        peak_children_rss_mib=round(sampler.peak_children_rss_kib / 1024, 2),
+        open_fds_at_end=run.open_fds,
+        live_children_at_end=run.live_children,
+        rss_timeline=RssTimeline(
+            interval_s=run.config.sample_interval,
+            t=[round(t, 3) for t in sampler.times],
+            rss_mib=[round(r, 2) for r in sampler.rss_mib],
+        ),
+    )
+
+
+def _cpu(run: Run) -> Cpu:
+    runtime = run.cpu1[0] - run.cpu0[0]
+    done, calls = run.tally.done, run.telemetry.llm_calls
+    return Cpu(
+        runtime_seconds=round(runtime, 3),
+        children_seconds=round(run.cpu1[1] - run.cpu0[1], 3),
+        runtime_ms_per_task=round(runtime * 1000 / done, 3) if done else None,
+        runtime_ms_per_llm_call=round(runtime * 1000 / calls, 3) if calls else None,
+    )
+
+
+def _versions(pytest_version: str) -> Versions:
     import uvloop
 
-    runtime_cpu = cpu1[0] - cpu0[0]
-    children_cpu = cpu1[1] - cpu0[1]
-    walls = list(tally.walls)
-    done = tally.done
-    lag_ms = lag.lag.summary()
-    return {
-        "schema_version": 1,
-        "runtime": "python",
-        "implementation": IMPLEMENTATION,
-        "event_loop": "uvloop",
-        "model": config.model,
-        "base_url": config.base_url,
-        "concurrency": config.concurrency,
-        "max_procs": config.max_procs,
-        "max_retries": config.max_retries,
-        "tasks": done,
-        "passed": tally.passed,
-        "pass_at_1": round(tally.passed / done, 4) if done else 0.0,
-        "first_attempt_passes": tally.first,
-        "recovered": tally.passed - tally.first,
-        "failed": tally.failed,
-        "errors": tally.errors,
-        "avg_retries": round(tally.retries / done, 4) if done else 0.0,
-        "wall_seconds": round(wall, 3),
-        "peak_rss_mib": round(kernel_peak_rss_kib() / 1024, 2),
-        "task_latency_p50": nearest_rank(walls, 50),
-        "task_latency_p95": nearest_rank(walls, 95),
-        "task_latency_p99": nearest_rank(walls, 99),
-        "runtime_cpu_seconds": round(runtime_cpu, 3),
-        "children_cpu_seconds": round(children_cpu, 3),
-        "runtime_cpu_ms_per_task": round(runtime_cpu * 1000 / done, 3) if done else None,
-        "runtime_cpu_ms_per_llm_call": (
-            round(runtime_cpu * 1000 / telemetry.llm_calls, 3) if telemetry.llm_calls else None
-        ),
-        "peak_children": sampler.peak_children,
-        "peak_children_rss_mib": round(sampler.peak_children_rss_kib / 1024, 2),
-        "peak_agents_in_flight": telemetry.peak_in_flight,
-        "loop_lag_ms": {k: lag_ms[k] for k in ("p50", "p99", "max")},
-        "latency": telemetry.latencies(),
-        "throughput": {
-            "requests_per_s": round(telemetry.llm_calls / wall, 3) if wall else None,
-            "output_tokens_per_s": round(telemetry.output_tokens / wall, 3) if wall else None,
-            "tasks_per_s": round(done / wall, 3) if wall else None,
-        },
-        "llm_calls": telemetry.llm_calls,
-        "output_tokens": telemetry.output_tokens,
-        "retries_by_cause": telemetry.retry_causes,
-        "errors_by_cause": telemetry.error_causes,
-        "test_exit_causes": telemetry.exit_causes,
-        "rss_timeline": {
-            "interval_s": config.sample_interval,
-            "t": [round(t, 3) for t in sampler.times],
-            "rss_mib": [round(r, 2) for r in sampler.rss_mib],
-        },
-        "interrupted": bool(stop_signal),
-        "interrupted_by_signal": stop_signal[0] if stop_signal else None,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started_at)),
-        "csv": str(paths.csv),
-        "versions": {
-            "fastagent": __version__,
-            "python": sys.version.split()[0],
-            "aiohttp": getattr(sys.modules.get("aiohttp"), "__version__", None),
-            "uvloop": uvloop.__version__,
-            "msgspec": msgspec.__version__,
-        },
-    }
+    def version(module: str) -> str | None:
+        found = sys.modules.get(module)
+        return getattr(found, "__version__", None) if found else None
+
+    return Versions(
+        fastagent=__version__,
+        python=sys.version.split()[0],
+        uvloop=uvloop.__version__,
+        msgspec=msgspec.__version__,
+        httptools=version("httptools"),
+        aiohttp=version("aiohttp"),
+        pytest_in_tests=pytest_version,
+    )

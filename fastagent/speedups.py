@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["IMPLEMENTATION", "SSEParser", "delta_content", "extract_code"]
+__all__ = ["IMPLEMENTATION", "NO_EXTENSIONS", "SSEParser", "delta_content", "extract_code"]
 
+#: ``FASTAGENT_NO_EXTENSIONS`` is set (to anything but ``""`` or ``"0"``): use the pure twin.
+NO_EXTENSIONS = os.environ.get("FASTAGENT_NO_EXTENSIONS", "") not in ("", "0")
 IMPLEMENTATION: str
 
-if os.environ.get("FASTAGENT_NO_EXTENSIONS", "") in ("", "0"):
+if not NO_EXTENSIONS:
     try:
         from fastagent._speedups import SSEParser, delta_content, extract_code
     except ImportError:

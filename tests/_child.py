@@ -1,10 +1,14 @@
-"""The environment of a `python -m fastagent` child process in the tests."""
+"""The environment of a `python -m fastagent` child process in the tests, and its results."""
 
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
+
+import msgspec
+
+from fastagent.schema import Summary
 
 #: The test interpreter's bin directory (its venv): the child's `fastagent`, `python` and
 #: pytest come from there.
@@ -21,3 +25,8 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         env.pop(name, None)
     env.update(extra or {})
     return env
+
+
+def read_summary(path: Path) -> Summary:
+    """A summary JSON, decoded (and so checked) against the schema."""
+    return msgspec.json.decode(path.read_bytes(), type=Summary)

@@ -15,10 +15,12 @@ import pytest
 import uvloop
 from aiohttp import web
 
-from fastagent.agent import AgentLoop, TaskResult, build_prompt
+from fastagent.agent import AgentLoop
 from fastagent.config import Config
 from fastagent.dataset import Task, default_dataset_path, load_tasks
 from fastagent.llm import LLMClient
+from fastagent.prompts import build_prompt
+from fastagent.schema import TaskRow
 from fastagent.telemetry import Telemetry
 
 TASK = Task(
@@ -65,8 +67,8 @@ async def serving(handler: Callable) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-def run_agent(handler: Callable, tmp_path: Path, task: Task = TASK, **config: object) -> TaskResult:
-    async def main() -> TaskResult:
+def run_agent(handler: Callable, tmp_path: Path, task: Task = TASK, **config: object) -> TaskRow:
+    async def main() -> TaskRow:
         settings: dict[str, object] = {
             "model": "m",
             "python": sys.executable,
@@ -195,7 +197,7 @@ def test_tasks_with_prompt_helpers_pass_with_canonical_code(tmp_path: Path, inde
 
 
 def test_concurrent_agents_share_process_slots(tmp_path: Path) -> None:
-    async def main() -> list[TaskResult]:
+    async def main() -> list[TaskRow]:
         async with serving(answering(lambda n, m: (200, reply(RIGHT)))) as base_url:
             cfg = Config(base_url=base_url, model="m", python=sys.executable, max_procs=1)
             async with LLMClient(cfg) as client:
@@ -214,7 +216,7 @@ def test_an_unexpected_exception_still_leaves_an_error_row(tmp_path: Path) -> No
         async def complete(self, messages: list, *, task: str = "") -> object:
             raise RuntimeError("boom")
 
-    async def main() -> TaskResult:
+    async def main() -> TaskRow:
         cfg = Config(base_url="http://127.0.0.1:9/v1", model="m", python=sys.executable)
         agent = AgentLoop(Broken(cfg), cfg, workspace_root=tmp_path)
         return await agent.run(TASK, 0)

@@ -14,8 +14,8 @@ import pytest
 from _child import VENV_BIN, child_env
 
 from fastagent.dataset import default_dataset_path, default_solutions_path
-from fastagent.results import COLUMNS
-from fastagent.sim import SimProfile, plan
+from fastagent.schema import COLUMNS, Summary
+from fastagent.sim.app import SimProfile, plan
 
 
 def fastagent(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300):
@@ -69,25 +69,31 @@ def test_bench_ten_tasks_end_to_end(tmp_path: Path) -> None:
         assert float(row["wall_s"]) >= float(row["model_s"]) > 0
         assert float(row["ttft_ms"]) > 0
 
-    summary = json.loads(summary_file.read_text())
+    summary = msgspec.json.decode(summary_file.read_bytes(), type=Summary)
     passed = sum(k != "wrong" for k in outcomes.values())
-    assert summary["runtime"] == "python" and summary["implementation"] == "cython"
-    assert summary["event_loop"] == "uvloop" and summary["simulated"] is True
-    assert summary["model"] == "fastagent-sim" and summary["sim_profile"]["p_first"] == 0.87
-    assert summary["tasks"] == 10 and summary["passed"] == passed
-    assert summary["first_attempt_passes"] == sum(k == "first" for k in outcomes.values())
-    assert summary["recovered"] == sum(k == "recover" for k in outcomes.values())
-    assert summary["failed"] == 10 - passed and summary["errors"] == 0
-    assert summary["pass_at_1"] == passed / 10
-    assert 0 < summary["peak_rss_mib"] < 200
-    assert summary["task_latency_p50"] <= summary["task_latency_p95"] <= summary["task_latency_p99"]
-    assert summary["latency"]["ttft_ms"]["count"] == summary["llm_calls"]
-    assert summary["runtime_cpu_seconds"] > 0 and summary["children_cpu_seconds"] > 0
-    assert summary["csv"] == str(Path("out") / csv_files[0].name)
+    assert summary.schema_version == 2
+    assert (summary.runtime, summary.implementation, summary.event_loop) == (
+        "python", "cython", "uvloop"
+    )  # fmt: skip
+    endpoint = summary.endpoint
+    assert endpoint.simulated and endpoint.started_by_bench and endpoint.model == "fastagent-sim"
+    assert endpoint.sim_profile is not None and endpoint.sim_profile["p_first"] == 0.87
+    o = summary.outcomes
+    assert (o.tasks, o.passed, o.failed, o.errors) == (10, passed, 10 - passed, 0)
+    assert o.first_attempt_passes == sum(k == "first" for k in outcomes.values())
+    assert o.recovered == sum(k == "recover" for k in outcomes.values())
+    assert o.pass_at_1 == passed / 10
+    assert 0 < summary.memory.peak_rss_mib < 200
+    wall = summary.latency.task_wall_ms
+    assert wall.count == 10 and wall.p50 is not None and wall.p99 is not None
+    assert wall.p50 <= wall.p99
+    assert summary.latency.ttft_ms.count == summary.totals.llm_calls
+    assert summary.cpu.runtime_seconds > 0 and summary.cpu.children_seconds > 0
+    assert summary.csv == str(Path("out") / csv_files[0].name)
     # the default lean HTTP client: aiohttp is never imported by the measured process
-    assert summary["http_client"] == "wire" and summary["versions"]["aiohttp"] is None
+    assert summary.settings.http_client == "wire" and summary.versions.aiohttp is None
     events = [json.loads(line)["event"] for line in trace.read_text().splitlines()]
-    assert events.count("request") == summary["llm_calls"]
+    assert events.count("request") == summary.totals.llm_calls
     assert events.count("tool_end") == sum(int(r["attempts"]) for r in rows.values())
     assert not (tmp_path / "results" / "runs").exists() or not any(
         (tmp_path / "results" / "runs").iterdir()
@@ -102,8 +108,9 @@ def test_pure_python_flag_and_environment(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "python / pure / uvloop" in proc.stdout
-    summary = json.loads(next((tmp_path / "out").glob("*_summary.json")).read_text())
-    assert summary["implementation"] == "pure" and summary["concurrency"] == 2
+    raw = next((tmp_path / "out").glob("*_summary.json")).read_bytes()
+    summary = msgspec.json.decode(raw, type=Summary)
+    assert summary.implementation == "pure" and summary.settings.concurrency == 2
 
 
 def test_check_reports_each_item(tmp_path: Path) -> None:
@@ -123,8 +130,8 @@ def test_check_fails_for_unreachable_endpoint(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "env", "words"),
     [
-        (["--concurrency", "0"], {}, "positive integer"),
-        (["--tasks", "many"], {}, "positive integer"),
+        (["--concurrency", "0"], {}, "an integer >= 1"),
+        (["--tasks", "many"], {}, "an integer >= 1"),
         ([], {"BENCH_CONCURRENCY": "lots"}, "BENCH_CONCURRENCY"),
         (["--dataset", "missing.json"], {}, "dataset not found"),
         (["--base-url", "localhost:8000"], {}, "must start with http"),
@@ -142,7 +149,7 @@ def test_bad_input_is_one_line_exit_2(
     assert words in proc.stderr
     error_lines = [line for line in proc.stderr.splitlines() if "error" in line]
     assert len(error_lines) == 1
-    assert not any((tmp_path / "out").glob("*.json")) if (tmp_path / "out").exists() else True
+    assert not list(tmp_path.glob("out/*.json"))
 
 
 def test_malformed_dataset(tmp_path: Path) -> None:

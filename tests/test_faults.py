@@ -23,13 +23,16 @@ from typing import Any
 import msgspec
 import pytest
 import uvloop
-from _child import child_env
+from _child import child_env, read_summary
 
-from fastagent.agent import AgentLoop, build_prompt
+from fastagent.agent import AgentLoop
 from fastagent.config import Config
 from fastagent.dataset import Task, default_dataset_path, default_solutions_path, load_tasks
-from fastagent.llm import Completion, LLMClient, LLMError, Message
-from fastagent.sim import NO_CODE_REPLY, SimProfile, pick_fault, start_sim
+from fastagent.errors import LLMError
+from fastagent.llm import Completion, LLMClient, Message
+from fastagent.prompts import build_prompt
+from fastagent.schema import Summary
+from fastagent.sim.app import NO_CODE_REPLY, SimProfile, pick_fault, start_sim
 from fastagent.speedups import extract_code
 from fastagent.telemetry import Telemetry
 
@@ -494,12 +497,12 @@ def run_bench_cli(tmp_path: Path, *args: str, timeout: float = 60) -> tuple[int,
     return proc.returncode, proc.stdout + proc.stderr, tmp_path / "out"
 
 
-def read_results(out: Path) -> tuple[list[dict[str, str]], dict[str, Any]]:
+def read_results(out: Path) -> tuple[list[dict[str, str]], Summary]:
     (csv_path,) = out.glob("*.csv")
     (summary_path,) = out.glob("*_summary.json")
     with csv_path.open(newline="") as f:
         rows = list(csv.DictReader(f))
-    return rows, json.loads(summary_path.read_text())
+    return rows, read_summary(summary_path)
 
 
 def test_bench_cli_with_transient_faults_finishes(tmp_path: Path) -> None:
@@ -510,10 +513,11 @@ def test_bench_cli_with_transient_faults_finishes(tmp_path: Path) -> None:
     rows, summary = read_results(out)
     assert len(rows) == 4
     assert {row["status"] for row in rows} <= {"passed", "failed"}
-    causes = summary["retries_by_cause"]
+    causes = summary.totals.retries_by_cause
     assert causes and set(causes) <= {"http_503", "connection"}, causes
-    assert summary["errors_by_cause"] == {}
-    assert summary["sim_profile"]["faults"] == [["http_503", 0.3], ["reset", 0.2]]
+    assert summary.totals.errors_by_cause == {}
+    assert summary.endpoint.sim_profile is not None
+    assert summary.endpoint.sim_profile["faults"] == [["http_503", 0.3], ["reset", 0.2]]
 
 
 def test_bench_cli_with_a_stalling_endpoint_ends_every_task_in_error(tmp_path: Path) -> None:
@@ -534,8 +538,8 @@ def test_bench_cli_with_a_stalling_endpoint_ends_every_task_in_error(tmp_path: P
     for row in rows:
         assert row["status"] == "error"
         assert row["reason"] == "llm: no complete answer within 2s (after 1 retries)"
-    assert summary["errors_by_cause"] == {"call_timeout": 4}
-    assert summary["retries_by_cause"] == {"call_timeout": 4}
+    assert summary.totals.errors_by_cause == {"call_timeout": 4}
+    assert summary.totals.retries_by_cause == {"call_timeout": 4}
     assert elapsed < 20
 
 

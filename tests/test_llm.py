@@ -15,7 +15,8 @@ import uvloop
 from aiohttp import web
 
 from fastagent.config import Config
-from fastagent.llm import LLMClient, LLMError, Message
+from fastagent.errors import LLMError
+from fastagent.llm import LLMClient, Message
 from fastagent.telemetry import Telemetry
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

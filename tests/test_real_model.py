@@ -22,11 +22,12 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from _child import read_summary
 
-from fastagent.agent import SYSTEM_PROMPT, build_prompt
 from fastagent.config import Config
 from fastagent.dataset import default_dataset_path, load_tasks
 from fastagent.llm import LLMClient, Message
+from fastagent.prompts import SYSTEM_PROMPT, build_prompt
 from fastagent.speedups import SSEParser, delta_content, extract_code
 
 pytestmark = pytest.mark.real_model
@@ -206,11 +207,9 @@ def test_bench_loop_against_real_model(server: str, tmp_path: Path) -> None:
     assert all(e["chars"] <= 32 * e["chunks"] for e in completions), completions
     assert sum(e["chunks"] for e in completions) / len(completions) > 10, completions
 
-    summary = json.loads(summary_path.read_text())
-    itl, ttft = summary["latency"]["itl_ms"], summary["latency"]["ttft_ms"]
-    for dist in (itl, ttft):
-        assert {"count", "mean", "p50", "p95", "p99", "max"} <= dist.keys()
+    summary = read_summary(summary_path)
+    itl, ttft = summary.latency.itl_ms, summary.latency.ttft_ms
     rate = figures["decode_tokens_per_s"]
     assert rate and 5 < rate < 2000, figures
-    assert 1000 / rate / 3 <= itl["p50"] <= 1000 / rate * 3, (itl, rate)
-    assert ttft["count"] == len(completions) and 0 < ttft["p50"] < 60_000
+    assert itl.p50 is not None and 1000 / rate / 3 <= itl.p50 <= 1000 / rate * 3, (itl, rate)
+    assert ttft.count == len(completions) and ttft.p50 is not None and ttft.p50 > 0

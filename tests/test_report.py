@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fastagent import report
+from fastagent.analysis import report
 
 DATA = Path(__file__).parent / "data"
 CYTHON = DATA / "python_cython_summary.json"
@@ -214,21 +214,22 @@ def _imports_after(code: str) -> None:
 def test_bench_never_imports_report_or_matplotlib() -> None:
     _imports_after(
         "import fastagent.cli, fastagent.runner, sys; "
-        "assert 'matplotlib' not in sys.modules and 'fastagent.report' not in sys.modules"
+        "assert 'matplotlib' not in sys.modules and 'fastagent.analysis.report' not in sys.modules"
     )
     # Building the whole CLI and parsing a bench command line must not import them either,
     # however `report` and `sweep` are wired into the parser.
     _imports_after(
         "import sys; from fastagent.cli import build_parser; "
         "build_parser().parse_args(['bench', '--tasks', '1']); import fastagent.runner; "
-        "bad = [m for m in ('matplotlib', 'fastagent.report', 'fastagent.sweep') "
+        "bad = [m for m in ('matplotlib', 'fastagent.analysis.report', 'fastagent.analysis.sweep') "
         "if m in sys.modules]; assert not bad, bad"
     )
 
 
 def test_report_module_does_not_import_matplotlib() -> None:
     _imports_after(
-        "import sys, fastagent.report, fastagent.sweep; assert 'matplotlib' not in sys.modules"
+        "import sys, fastagent.analysis.report, fastagent.analysis.sweep; "
+        "assert 'matplotlib' not in sys.modules"
     )
 
 

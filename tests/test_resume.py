@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -11,9 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from _child import child_env
+from _child import child_env, read_summary
 
-from fastagent.results import COLUMNS, CsvWriter, read_rows
+from fastagent.results import CsvWriter, read_rows
+from fastagent.schema import COLUMNS
 
 SLOW = "ttft_ms=100,itl_ms=3"
 
@@ -64,10 +64,10 @@ def test_signal_writes_summary_and_resume_completes(tmp_path: Path, signum: int)
     assert proc.returncode == 128 + signum, err
     assert "Traceback" not in err and "INTERRUPTED" in out
     summary_path = csv_path.with_name(csv_path.stem + "_summary.json")
-    summary = json.loads(summary_path.read_text())
+    summary = read_summary(summary_path)
     rows = read_rows(csv_path)
-    assert summary["interrupted"] is True and summary["interrupted_by_signal"] == signum
-    assert summary["tasks"] == len(rows) < 12
+    assert summary.interrupted is True and summary.interrupted_by_signal == signum
+    assert summary.outcomes.tasks == len(rows) < 12
     time.sleep(0.5)
     assert pytest_processes(tmp_path) == []
 
@@ -76,20 +76,20 @@ def test_signal_writes_summary_and_resume_completes(tmp_path: Path, signum: int)
     assert proc.returncode == 0, err
     assert f"{len(rows)} tasks done" in err
     rows_after = read_rows(csv_path)
-    ids = [r["task_id"] for r in rows_after]
+    ids = [r.task_id for r in rows_after]
     assert len(ids) == len(set(ids)) == 12
     assert rows_after[: len(rows)] == rows
-    summary = json.loads(summary_path.read_text())
-    assert summary["tasks"] == 12 and summary["interrupted"] is False
-    assert summary["passed"] == sum(r["status"] == "passed" for r in rows_after)
+    summary = read_summary(summary_path)
+    assert summary.outcomes.tasks == 12 and summary.interrupted is False
+    assert summary.outcomes.passed == sum(r.status == "passed" for r in rows_after)
 
 
 def test_half_written_row_is_dropped_before_appending(tmp_path: Path) -> None:
     path = tmp_path / "r.csv"
     header = ",".join(COLUMNS)
-    full = "HumanEval/0,passed,,1,0,True,1.0,0.5,0.4,0.0,0.1,0.0,1,0,10,10,5.0,1.0,exit_0"
+    full = "HumanEval/0,passed,,1,0,True,1.0,0.5,0.4,0.0,0.1,0.0,1,0,10,10,5.0,1.0,exit_0,0.5"
     path.write_text(f"{header}\n{full}\nHumanEval/1,pass")
-    assert [r["task_id"] for r in read_rows(path)] == ["HumanEval/0"]
+    assert [r.task_id for r in read_rows(path)] == ["HumanEval/0"]
     CsvWriter(path).close()
     assert path.read_text() == f"{header}\n{full}\n"
 

@@ -21,11 +21,15 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from fastagent import sandbox as sandbox_mod
-from fastagent.agent import PASS_MARKER, passed, pytest_argv
 from fastagent.config import Config
-from fastagent.sandbox import Limits, ProbeChannel, Sandbox, SandboxError
-from fastagent.tools import ExecResult, ToolDispatcher
+from fastagent.errors import SandboxError
+from fastagent.sandbox import policy as sandbox_mod
+from fastagent.sandbox.channel import ProbeChannel
+from fastagent.sandbox.policy import Limits, Sandbox
+from fastagent.sandbox.tools import ExecResult, ToolDispatcher
+from fastagent.verify import passed, pytest_argv
+
+PASS_MARKER = b"PASSED test_solution.py::test_humaneval"  # what pytest -rA prints
 
 PY = sys.executable
 TEST = "from solution import add\n\n\ndef test_humaneval():\n    assert add(2, 3) == 5\n"

@@ -21,8 +21,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from fastagent import sim
-from fastagent.sim import FIRST, RECOVER, WRONG, SimProfile, parse_profile, plan
+from fastagent.sim import app as sim
+from fastagent.sim.app import FIRST, RECOVER, WRONG, SimProfile, parse_profile, plan
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASET = ROOT / "dataset" / "humaneval_100.json"
@@ -626,7 +626,7 @@ def test_real_dataset_right_passes_and_wrong_fails() -> None:
 
 def _launch(*argv: str) -> subprocess.Popen[str]:
     code = (
-        "import argparse,sys; from fastagent import sim; p=argparse.ArgumentParser(); "
+        "import argparse,sys; from fastagent.sim import app as sim; p=argparse.ArgumentParser(); "
         "sim.add_arguments(p); sys.exit(sim.main(p.parse_args(sys.argv[1:])))"
     )
     env = {

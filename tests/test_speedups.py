@@ -438,6 +438,7 @@ def test_compiled_module_is_selected() -> None:
 def test_same_public_names_and_docstrings() -> None:
     assert sorted(fastagent.speedups.__all__) == [
         "IMPLEMENTATION",
+        "NO_EXTENSIONS",
         "SSEParser",
         "delta_content",
         "extract_code",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fastagent import sweep
+from fastagent.analysis import sweep
 from fastagent.dataset import default_dataset_path, load_tasks
 
 HAVE_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
@@ -91,11 +91,11 @@ def test_small_sweep_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     for level in data["levels"]:
         summary = json.loads(Path(level["summary"]).read_text())
         assert Path(level["summary"]).parent == out_dir / f"c{level['agents']}"
-        assert summary["concurrency"] == level["agents"] == level["concurrency"]
-        assert summary["tasks"] == 2 and summary["passed"] == 2
-        assert summary["base_url"] == data["base_url"]  # one endpoint for every level
-        assert summary["model"] == "fastagent-sim"
-        assert level["peak_rss_mib"] == summary["peak_rss_mib"] > 0
+        assert summary["settings"]["concurrency"] == level["agents"] == level["concurrency"]
+        assert summary["outcomes"]["tasks"] == 2 and summary["outcomes"]["passed"] == 2
+        assert summary["endpoint"]["base_url"] == data["base_url"]  # one endpoint for every level
+        assert summary["endpoint"]["model"] == "fastagent-sim"
+        assert level["peak_rss_mib"] == summary["memory"]["peak_rss_mib"] > 0
         assert level["llm_overhead_p99_ms"] == summary["latency"]["llm_overhead_ms"]["p99"]
         assert level["exit_code"] == 0
         assert not (out_dir / f"c{level['agents']}" / "work").exists()
@@ -130,6 +130,6 @@ def test_sweep_repeats_the_dataset_beyond_its_size(
     data = json.loads((out_dir / "sweep.json").read_text())
     (level,) = data["levels"]
     summary = json.loads(Path(level["summary"]).read_text())
-    assert summary["concurrency"] == 5 and summary["tasks"] == 5
-    assert summary["passed"] == 5  # copies get their original's (here: right) answers
-    assert summary["peak_agents_in_flight"] == 5
+    assert summary["settings"]["concurrency"] == 5 and summary["outcomes"]["tasks"] == 5
+    assert summary["outcomes"]["passed"] == 5  # copies get their original's (here: right) answers
+    assert summary["totals"]["peak_agents_in_flight"] == 5

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from fastagent.tools import ToolDispatcher, ToolError, scrubbed_env
+from fastagent.errors import ToolError
+from fastagent.sandbox.tools import ToolDispatcher, scrubbed_env
 
 
 @pytest.fixture

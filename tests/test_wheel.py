@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from _child import read_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,9 +53,10 @@ def install_and_run(wheel: Path, tmp: Path) -> dict:
     assert "sha256" in check.stdout and "100 tasks" in check.stdout
     assert ("PURE PYTHON" in check.stdout) == ("none-any" in wheel.name)
     (summary,) = (run_dir / "out").glob("*_summary.json")
-    data = json.loads(summary.read_text())
-    assert data["tasks"] == 5 and data["errors"] == 0 and data["passed"] >= 4
-    assert str(ROOT) not in data["dataset"]
+    data = read_summary(summary)
+    o = data.outcomes
+    assert o.tasks == 5 and o.errors == 0 and o.passed >= 4
+    assert str(ROOT) not in data.settings.dataset
     return data
 
 
@@ -70,7 +71,7 @@ def test_platform_wheel_and_sdist(tmp_path: Path) -> None:
     (sdist,) = (tmp_path / "dist").glob("fastagent-*.tar.gz")
     assert sdist.stat().st_size > 0
     summary = install_and_run(wheel, tmp_path)
-    assert summary["implementation"] == "cython"
+    assert summary.implementation == "cython"
 
 
 def test_pure_wheel(tmp_path: Path) -> None:
@@ -79,4 +80,4 @@ def test_pure_wheel(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert not any(n.endswith(".so") for n in names)
     summary = install_and_run(wheel, tmp_path)
-    assert summary["implementation"] == "pure"
+    assert summary.implementation == "pure"

@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 import uvloop
 
-from fastagent import _wire
-from fastagent._wire import READ_LIMIT, StaleConnection, WirePool, _Conn, parse_headers
-from fastagent.errors import ConnectFailed, ConnectionBroken
+from fastagent._transports import wire as _wire
+from fastagent._transports.wire import READ_LIMIT, WirePool, _Conn, parse_headers
+from fastagent.errors import ConnectFailed, ConnectionBroken, StaleConnection
 
 Reply = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[bool]]
 

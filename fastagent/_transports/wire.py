@@ -30,17 +30,13 @@ import asyncio
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._deadlines import Deadlines
-from .errors import ConnectFailed, ConnectionBroken
-
-
-class StaleConnection(ConnectionBroken):
-    """A kept-alive connection was closed by the server before it answered: send again."""
-
+from .._deadlines import Deadlines
+from ..errors import ConnectFailed, ConnectionBroken, StaleConnection
+from .base import BodyReader, tls_context
 
 #: Decoded body bytes a response buffers before its socket stops being read: a backlog
 #: waits in the kernel's (bounded) socket buffer instead of the measured heap.
@@ -56,13 +52,6 @@ _DNS_TTL = 300.0
 
 # Response framing.
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILER, _UNTIL_CLOSE, _DONE = range(8)
-
-
-def tls_context() -> ssl.SSLContext:
-    """A verifying client context with the system CA store, for https endpoints."""
-    context = ssl.create_default_context()
-    context.set_alpn_protocols(["http/1.1"])
-    return context
 
 
 class _Conn(asyncio.BufferedProtocol):
@@ -392,33 +381,6 @@ def parse_headers(head: bytes) -> dict[str, str]:
 def _retrieve(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()  # a lookup nobody else waited for fails quietly
-
-
-class BodyReader:
-    """What a response offers on top of its ``read_chunk()`` (shared by both transports)."""
-
-    __slots__ = ()
-
-    async def read_chunk(self) -> bytes:
-        raise NotImplementedError
-
-    async def drain(self, sink: Callable[[bytes | memoryview], bool]) -> None:
-        """Hand the body to ``sink`` piece by piece until it ends or ``sink`` returns True."""
-        while data := await self.read_chunk():
-            if sink(data):
-                return
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """Async iterator over ``read_chunk`` until the body ends."""
-        while data := await self.read_chunk():
-            yield data
-
-    async def read(self, limit: int) -> bytes:
-        """The whole body, or its first ``limit`` bytes."""
-        out = bytearray()
-        while len(out) < limit and (data := await self.read_chunk()):
-            out += data
-        return bytes(out[:limit])
 
 
 class WireResponse(BodyReader):

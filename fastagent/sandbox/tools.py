@@ -12,16 +12,17 @@ with stdin closed, separate stdout/stderr read in bounded chunks and kept up to 
 in the workspace), and a timeout that SIGKILLs the group. After the child exits the group
 is killed too, so a grandchild that kept the pipes open cannot hold the agent.
 
-With a :class:`~fastagent.sandbox.Sandbox` the child is also confined (PID and network
-namespaces, read-only filesystem outside the workspace, rlimits, a pids cgroup that is
-swept after every run: see ``fastagent/sandbox.py``), and ``exec(..., probe=True)`` hands
-the ``_pytest_probe`` plugin a private channel for the test's verdict (``ExecResult.probe``).
+With a :class:`~fastagent.sandbox.policy.Sandbox` the child is also confined (PID and
+network namespaces, read-only filesystem outside the workspace, rlimits, a pids cgroup that
+is swept after every run: see :mod:`.policy`), and ``exec(..., probe=True)`` hands the
+pytest plugin :mod:`.probe` a private channel for the test's verdict (``ExecResult.probe``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import os
 import re
 import signal
@@ -31,8 +32,11 @@ from pathlib import Path
 
 import msgspec
 
-from .errors import FastAgentError
-from .sandbox import Launch, ProbeChannel, Sandbox
+from ..errors import ToolError
+from .channel import ProbeChannel, Verdict
+from .policy import Launch, Sandbox
+
+__all__ = ["ExecResult", "ExitCause", "ToolDispatcher", "scrubbed_env"]
 
 _SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASS|CREDENTIAL|AUTH|PRIVATE|COOKIE)", re.IGNORECASE)
 _SECRET_VALUE = re.compile(r"://[^/@\s:]+:[^/@\s]+@")
@@ -40,23 +44,30 @@ _READ_CHUNK = 64 * 1024
 _DRAIN_GRACE = 1.0
 
 
-class ToolError(FastAgentError):
-    """A tool call was refused (path outside the workspace) or could not run."""
+class ExitCause(enum.StrEnum):
+    """How a child process ended."""
+
+    #: it exited by itself (``exit_code`` is its status, negative: killed by that signal)
+    EXIT = "exit"
+    #: the wall-clock limit passed and its process group was killed
+    TIMEOUT = "timeout"
+    #: a signal killed it
+    SIGNAL = "signal"
 
 
 class ExecResult(msgspec.Struct, frozen=True, gc=False):
     """Outcome of one child process.
 
     ``exit_code`` is the process's return code (negative: killed by that signal);
-    ``cause`` is "exit", "timeout" or "signal"; ``spawn_s`` is request → process running;
+    ``cause`` how it ended; ``spawn_s`` is request → process running;
     ``wall_s`` is process running → reaped and pipes drained. ``sandbox`` is how the child
     was confined ("off", "bwrap+cgroup", …); ``probe`` is the pytest probe's verdict
-    ("" unless asked for, see ``ProbeChannel.verdict``) and ``test_cpu_s`` the test process's
+    (None unless asked for, see ``ProbeChannel.verdict``) and ``test_cpu_s`` the test process's
     own user+sys seconds as the probe reported them (None without a probe report).
     """
 
     exit_code: int
-    cause: str
+    cause: ExitCause
     stdout: bytes
     stderr: bytes
     stdout_dropped: int
@@ -64,12 +75,17 @@ class ExecResult(msgspec.Struct, frozen=True, gc=False):
     spawn_s: float
     wall_s: float
     sandbox: str = "off"
-    probe: str = ""
+    probe: Verdict | None = None
     test_cpu_s: float | None = None
 
     @property
     def timed_out(self) -> bool:
-        return self.cause == "timeout"
+        return self.cause is ExitCause.TIMEOUT
+
+    @property
+    def exit_label(self) -> str:
+        """``exit_<code>``, ``timeout`` or ``signal``: the CSV's ``test_exit``."""
+        return f"exit_{self.exit_code}" if self.cause is ExitCause.EXIT else self.cause.value
 
 
 def scrubbed_env(base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
@@ -203,7 +219,7 @@ class ToolDispatcher:
         """Run ``argv`` in the workspace; see the module docstring for the guarantees.
 
         ``probe=True`` passes the pytest probe its channel (the command must load it with
-        ``-p fastagent._pytest_probe``) and puts the verdict in ``ExecResult.probe``.
+        ``-p fastagent.sandbox.probe``) and puts the verdict in ``ExecResult.probe``.
         """
         timeout = self.timeout if timeout is None else timeout
         t_request = time.monotonic()
@@ -248,11 +264,11 @@ class ToolDispatcher:
         assert proc.stdout is not None and proc.stderr is not None
         out = asyncio.ensure_future(_read_capped(proc.stdout, cap))
         err = asyncio.ensure_future(_read_capped(proc.stderr, cap))
-        cause = "exit"
+        cause = ExitCause.EXIT
         try:
             await asyncio.wait_for(proc.wait(), timeout)
         except TimeoutError:
-            cause = "timeout"
+            cause = ExitCause.TIMEOUT
         finally:
             await _reap(proc, launch)
         done, pending = await asyncio.wait((out, err), timeout=_DRAIN_GRACE)
@@ -261,10 +277,10 @@ class ToolDispatcher:
         stdout, stdout_dropped = out.result() if out in done else (b"", 0)
         stderr, stderr_dropped = err.result() if err in done else (b"", 0)
         code = proc.returncode if proc.returncode is not None else -signal.SIGKILL
-        if self.sandbox is not None and cause == "exit":
+        if self.sandbox is not None and cause is ExitCause.EXIT:
             code = self.sandbox.decode_exit(code)
-        if cause == "exit" and code < 0:
-            cause = "signal"
+        if cause is ExitCause.EXIT and code < 0:
+            cause = ExitCause.SIGNAL
         return ExecResult(
             exit_code=code,
             cause=cause,
@@ -275,7 +291,7 @@ class ToolDispatcher:
             spawn_s=t_running - t_request,
             wall_s=time.monotonic() - t_running,
             sandbox=launch.label if launch else "off",
-            probe=channel.verdict() if channel is not None else "",
+            probe=channel.verdict() if channel is not None else None,
             test_cpu_s=channel.cpu_s if channel is not None else None,
         )
 

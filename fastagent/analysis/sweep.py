@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import FastAgentError
+from ..errors import FastAgentError, SweepError
 
 __all__ = [
     "COLUMNS",
@@ -81,10 +81,6 @@ _CHART = (
     ("llm_overhead_p99_ms", "runtime overhead per LLM call, p99 (ms)"),
     ("loop_lag_p99_ms", "event-loop lag p99 (ms)"),
 )
-
-
-class SweepError(FastAgentError):
-    """The sweep cannot start (bad option, dataset, output directory or endpoint)."""
 
 
 def parse_levels(text: str) -> list[int]:
@@ -201,17 +197,17 @@ def _row(level: int, n: int, summary: dict[str, Any], path: Path, code: int) -> 
     return {
         "agents": level,
         "tasks": n,
-        "tasks_done": summary.get("tasks"),
-        "passed": summary.get("passed"),
-        "pass_at_1": summary.get("pass_at_1"),
-        "peak_rss_mib": summary.get("peak_rss_mib"),
-        "runtime_cpu_ms_per_task": summary.get("runtime_cpu_ms_per_task"),
-        "runtime_cpu_ms_per_llm_call": summary.get("runtime_cpu_ms_per_llm_call"),
+        "tasks_done": _get(summary, "outcomes.tasks"),
+        "passed": _get(summary, "outcomes.passed"),
+        "pass_at_1": _get(summary, "outcomes.pass_at_1"),
+        "peak_rss_mib": _get(summary, "memory.peak_rss_mib"),
+        "runtime_cpu_ms_per_task": _get(summary, "cpu.runtime_ms_per_task"),
+        "runtime_cpu_ms_per_llm_call": _get(summary, "cpu.runtime_ms_per_llm_call"),
         "llm_overhead_p99_ms": _get(summary, "latency.llm_overhead_ms.p99"),
         "loop_lag_p99_ms": _get(summary, "loop_lag_ms.p99"),
         "wall_seconds": summary.get("wall_seconds"),
-        "peak_agents_in_flight": summary.get("peak_agents_in_flight"),
-        "concurrency": summary.get("concurrency"),
+        "peak_agents_in_flight": _get(summary, "totals.peak_agents_in_flight"),
+        "concurrency": _get(summary, "settings.concurrency"),
         "implementation": summary.get("implementation"),
         "interrupted": summary.get("interrupted"),
         "exit_code": code,
@@ -352,8 +348,8 @@ def _newest_summary(results_dir: Path) -> Path | None:
 
 def _prepare(args: argparse.Namespace) -> tuple[Any, Path, Path, list[tuple[int, int]], Path]:
     """Validate the options; returns (profile, out dir, base dataset, plan, bench dataset)."""
-    from .dataset import DatasetError, default_dataset_path, load_tasks
-    from .sim import parse_profile
+    from ..dataset import DatasetError, default_dataset_path, load_tasks
+    from ..sim.app import parse_profile
 
     try:
         profile = parse_profile(args.sim_profile or "")
@@ -383,7 +379,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, Path, Path, list[tuple[int,
 def main(args: argparse.Namespace, out: Callable[[str], None] | None = None) -> int:
     """Run the sweep: 0 when every level wrote a summary, 1 when one did not, 2 on bad input,
     130 when interrupted."""
-    from ._simproc import SimProcess
+    from ..sim.launcher import SimProcess
 
     emit = out or print
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import FastAgentError
+from ..errors import ReportError
 
 __all__ = [
     "ALIASES",
@@ -53,10 +53,6 @@ __all__ = [
 MISSING = "—"
 EXIT_BAD_INPUT = 2
 PLOT_HINT = "pip install 'fastagent[plot]'"
-
-
-class ReportError(FastAgentError):
-    """An input file is missing, is not JSON, or is not a benchmark summary."""
 
 
 @dataclass(frozen=True)

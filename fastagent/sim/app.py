@@ -105,7 +105,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import orjson
 
-from fastagent.errors import FastAgentError
+from ..dataset import DATASET_NAME, SOLUTIONS_NAME, data_path
+from ..errors import SimDataError
+from ..verify import WRONG_ANSWER_MARKER
+from .launcher import ready_line
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -114,7 +117,6 @@ __all__ = [
     "FAULT_KINDS",
     "FIRST",
     "PROFILE_KEYS",
-    "READY_PREFIX",
     "RECOVER",
     "WRONG",
     "SimDataError",
@@ -136,12 +138,7 @@ __all__ = [
 FIRST = "first"
 RECOVER = "recover"
 WRONG = "wrong"
-READY_PREFIX = "FASTAGENT_SIM_READY"
-
-DATASET_NAME = "humaneval_100.json"
-SOLUTIONS_NAME = "humaneval_100_solutions.json"
-
-WRONG_BODY = 'raise NotImplementedError("simulated wrong answer")'
+WRONG_BODY = f'raise NotImplementedError("{WRONG_ANSWER_MARKER}")'
 UNKNOWN_REPLY = (
     "I could not find a task in this prompt. Please include the function signature and "
     "docstring you would like me to implement.\n"
@@ -210,10 +207,6 @@ _CACHE_LIMIT = 8192
 
 _TOKEN_RE = re.compile(r"\s*\S{1,4}|\s+")
 _DEF_RE = re.compile(r"\bdef\s+([A-Za-z_]\w*)\s*\(")
-
-
-class SimDataError(FastAgentError, ValueError):
-    """The dataset or solutions file is missing, malformed or inconsistent."""
 
 
 class SimProfile(msgspec.Struct, frozen=True):
@@ -924,19 +917,7 @@ async def start_sim(
 
 
 def _default_path(name: str) -> Path:
-    try:
-        from fastagent import dataset
-    except ImportError:
-        dataset = None
-    getter = {
-        DATASET_NAME: getattr(dataset, "default_dataset_path", None),
-        SOLUTIONS_NAME: getattr(dataset, "default_solutions_path", None),
-    }[name]
-    if getter is not None:
-        return Path(getter())
-    here = Path(__file__).resolve().parent
-    bundled = here / "_data" / name
-    return bundled if bundled.exists() else here.parent / "dataset" / name
+    return data_path(name)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -1016,7 +997,7 @@ async def _serve(profile: SimProfile, tasks: Path, solutions: Path, host: str, p
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        sys.stdout.write(f"{READY_PREFIX} {url}\n")
+        sys.stdout.write(ready_line(url))
         sys.stdout.flush()
         await stop.wait()
     finally:

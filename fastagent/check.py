@@ -7,11 +7,10 @@ any check failed.
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 from .config import Config
-from .errors import FastAgentError
+from .errors import FastAgentError, LLMError, SimError
 
 
 def run_checks(config: Config) -> int:
@@ -45,11 +44,11 @@ def run_checks(config: Config) -> int:
     except FastAgentError as exc:
         report(False, str(exc))
 
-    from .speedups import IMPLEMENTATION
+    from .speedups import IMPLEMENTATION, NO_EXTENSIONS
 
     if IMPLEMENTATION == "cython":
         report(True, "speedups: compiled Cython module loaded")
-    elif os.environ.get("FASTAGENT_NO_EXTENSIONS", "") not in ("", "0"):
+    elif NO_EXTENSIONS:
         print("note  speedups: PURE PYTHON, as asked (FASTAGENT_NO_EXTENSIONS / --pure-python)")
     else:
         print(
@@ -60,10 +59,10 @@ def run_checks(config: Config) -> int:
     if config.base_url:
         report(*_check_endpoint(config))
     else:
-        from ._simproc import SimError, SimProcess
+        from .sim.launcher import SimProcess
 
         try:
-            with SimProcess(["--dataset", str(dataset)]) as sim:
+            with SimProcess.for_bench(str(dataset), config.sim_profile) as sim:
                 from msgspec import structs
 
                 ok, text = _check_endpoint(structs.replace(config, base_url=sim.base_url))
@@ -74,7 +73,7 @@ def run_checks(config: Config) -> int:
 
 
 def _check_endpoint(config: Config) -> tuple[bool, str]:
-    from .llm import LLMClient, LLMError
+    from .llm import LLMClient
 
     async def probe() -> list[str]:
         async with LLMClient(config) as client:

@@ -24,8 +24,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ._wire import BodyReader, tls_context
-from .errors import ConnectFailed, ConnectionBroken
+from ..errors import ConnectFailed, ConnectionBroken
+from .base import BodyReader, tls_context
 
 if "aiohttp" in sys.modules:  # pragma: no cover - imported earlier by someone else
     import aiohttp

@@ -1,7 +1,9 @@
 """pytest plugin that reports the outcome of ``test_humaneval`` to the runtime, out of band.
 
-Loaded by the verification run with ``-p fastagent._pytest_probe`` (from the package, never
+Loaded by the verification run with ``-p fastagent.sandbox.probe`` (from the package, never
 from the workspace; the runtime puts a directory exposing only this package on PYTHONPATH).
+The runtime itself never imports this module (it reads the pipe through
+:mod:`fastagent.sandbox.channel`): importing it takes the channel out of the environment.
 The runtime hands it two inherited file descriptors, named in ``FASTAGENT_PROBE=IN,OUT``:
 
 * ``IN`` is a pipe holding a per-run random nonce. The plugin reads it and closes the pipe
@@ -19,8 +21,8 @@ same interpreter, so code written to attack the harness can find the nonce in me
 pytest's reporting, and forge a pass. The probe raises the bar from "print a string" to
 "deliberately introspect the test runner"; see docs/reliability.md.
 
-Standard library only, and importable by any Python 3.8+ that has pytest: the interpreter
-running the tests is not necessarily the one running the agent.
+Standard library only (and :mod:`.channel`, which is too), and importable by any Python 3.8+
+that has pytest: the interpreter running the tests is not necessarily the one running the agent.
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ import os
 import resource
 from typing import Any
 
-ENV = "FASTAGENT_PROBE"
+from .channel import PROBE_ENV, Verdict
+
 TEST_NAME = "test_humaneval"
 
 
 def _take_channel() -> tuple[int, bytes] | None:
-    spec = os.environ.pop(ENV, None)
+    spec = os.environ.pop(PROBE_ENV, None)
     if not spec:
         return None
     try:
@@ -62,16 +65,18 @@ def pytest_runtest_logreport(report: Any) -> None:
     _phases.setdefault(report.when, []).append(outcome)
 
 
-def verdict() -> str:
-    """``passed`` only when the expected test ran once and setup, call and teardown passed."""
+def verdict() -> Verdict:
+    """``PASSED`` only when the expected test ran once and setup, call and teardown passed."""
     setup, call, teardown = _phases["setup"], _phases["call"], _phases["teardown"]
     if not setup and not call:
-        return "missing"
+        return Verdict.MISSING
     if any(o != "passed" for o in setup + teardown):
-        return "skipped" if "skipped" in setup else "error"
+        return Verdict.SKIPPED if "skipped" in setup else Verdict.ERROR
     if len(call) != 1:
-        return "missing" if not call else "error"
-    return "passed" if call[0] == "passed" else ("skipped" if call[0] == "skipped" else "failed")
+        return Verdict.MISSING if not call else Verdict.ERROR
+    if call[0] == "passed":
+        return Verdict.PASSED
+    return Verdict.SKIPPED if call[0] == "skipped" else Verdict.FAILED
 
 
 def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
@@ -81,6 +86,6 @@ def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
     out_fd, nonce = _CHANNEL
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu = usage.ru_utime + usage.ru_stime
-    line = nonce + f" {verdict()} {int(exitstatus)} {cpu:.6f}\n".encode()
+    line = nonce + f" {verdict().value} {int(exitstatus)} {cpu:.6f}\n".encode()
     with contextlib.suppress(OSError):
         os.write(out_fd, line)

@@ -1,0 +1,292 @@
+"""The published results schema: one CSV row per task, and the run's summary (schema 2).
+
+Every run writes ``<runtime>_<UTC timestamp>.csv``, one :class:`TaskRow` per task in field
+order, and ``<runtime>_<UTC timestamp>_summary.json``, one :class:`Summary`. The JSON
+Schemas of both are committed as ``docs/summary.schema.json`` and
+``docs/task_row.schema.json`` (made by :func:`json_schemas`; a test fails when they drift),
+so another stack can validate its own output against them::
+
+    >>> import msgspec
+    >>> row = TaskRow(task_id="HumanEval/0", status=TaskStatus.PASSED, attempts=1)
+    >>> row.retries, row.first_attempt_pass
+    (0, False)
+    >>> msgspec.json.decode(msgspec.json.encode(row), type=TaskRow) == row
+    True
+
+Times are seconds unless a name ends in ``_ms`` (milliseconds) or ``_mib`` (MiB), all
+measured on ``CLOCK_MONOTONIC``, which every process on the machine shares. Percentiles are
+nearest-rank. ``schema_version`` changes whenever a field is renamed, removed or changes
+meaning; adding a field keeps it. Version 1 was a flat object of ~50 keys
+(``fastagent.analysis.summaries`` still reads it).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from .config import HttpClient, VerifyMode
+
+__all__ = [
+    "COLUMNS",
+    "SCHEMA_VERSION",
+    "Cpu",
+    "Distribution",
+    "Endpoint",
+    "Latency",
+    "LoopLag",
+    "Memory",
+    "Outcomes",
+    "RssTimeline",
+    "Settings",
+    "Summary",
+    "TaskRow",
+    "TaskStatus",
+    "Throughput",
+    "Totals",
+    "Versions",
+    "json_schemas",
+]
+
+SCHEMA_VERSION = 2
+
+
+def _doc(text: str) -> Meta:
+    return Meta(description=text)
+
+
+Ms = Annotated[float | None, _doc("milliseconds; null without samples")]
+
+
+class TaskStatus(enum.StrEnum):
+    """How a task ended."""
+
+    #: the tests passed (the probe's signed verdict, never the exit code alone)
+    PASSED = "passed"
+    #: every attempt's tests failed, or a reply held no code
+    FAILED = "failed"
+    #: the endpoint, a deadline or a tool failed: the reason column says which
+    ERROR = "error"
+
+
+class TaskRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One row of the results CSV: how a task ended and where its time went."""
+
+    task_id: Annotated[str, _doc("dataset id, e.g. HumanEval/0 (copies of --repeat: ID#k)")]
+    status: Annotated[TaskStatus, _doc("passed, failed or error")]
+    reason: Annotated[
+        str,
+        _doc("empty when passed; else why, e.g. 'tests failed after 4 attempts', 'llm: HTTP 401'"),
+    ] = ""
+    attempts: Annotated[int, _doc("completions used (1 .. max_retries + 1)")] = 0
+    retries: Annotated[int, _doc("attempts - 1: the self-correction retries")] = 0
+    first_attempt_pass: Annotated[bool, _doc("attempt 1 passed")] = False
+    wall_s: Annotated[float, _doc("the agent picks the task up -> its last attempt is judged")] = 0
+    model_s: Annotated[float, _doc("inside LLM calls, their retries and backoff included")] = 0
+    tool_s: Annotated[float, _doc("writing files and running tests, the process-slot wait out")] = 0
+    queued_s: Annotated[float, _doc("waiting for a test-process slot (--max-procs)")] = 0
+    overhead_s: Annotated[float, _doc("wall - model - tool - queued: the runtime's own share")] = 0
+    agent_wait_s: Annotated[float, _doc("run start -> an agent slot picked the task up")] = 0
+    llm_calls: Annotated[int, _doc("HTTP requests made for the task, retried ones included")] = 0
+    llm_retries: Annotated[int, _doc("of those, retries after a transport or HTTP error")] = 0
+    prompt_tokens: Annotated[int, _doc("summed usage.prompt_tokens")] = 0
+    completion_tokens: Annotated[
+        int, _doc("summed usage.completion_tokens (else the content chunks)")
+    ] = 0
+    ttft_ms: Annotated[float | None, _doc("TTFT of the task's first completion")] = None
+    tool_spawn_ms: Annotated[
+        float | None, _doc("spawn latency of the task's first test process")
+    ] = None
+    test_exit: Annotated[
+        str, _doc("how the last test process ended: exit_<code>, timeout or signal")
+    ] = ""
+    test_cpu_s: Annotated[
+        float, _doc("user+sys of the task's pytest processes, as the probe reported them")
+    ] = 0
+
+
+#: The CSV header, in order.
+COLUMNS: tuple[str, ...] = TaskRow.__struct_fields__
+
+
+class Outcomes(msgspec.Struct, kw_only=True):
+    """What the tasks came to: model properties, identical across runtimes on one model."""
+
+    tasks: Annotated[int, _doc("tasks finished")]
+    passed: int
+    pass_at_1: Annotated[float, _doc("passed / tasks, a fraction")]
+    first_attempt_passes: Annotated[int, _doc("passed on attempt 1")]
+    recovered: Annotated[int, _doc("passed on a later attempt, after fed-back test output")]
+    failed: int
+    errors: int
+    avg_retries: Annotated[float, _doc("mean of the retries column")]
+
+
+class RssTimeline(msgspec.Struct, kw_only=True):
+    """The background sampler's resident-set timeline of the runtime process."""
+
+    interval_s: float
+    t: Annotated[list[float], _doc("seconds since the sampler started")]
+    rss_mib: list[float]
+
+
+class Memory(msgspec.Struct, kw_only=True):
+    """The runtime process's memory and what it left behind."""
+
+    peak_rss_mib: Annotated[
+        float, _doc("VmHWM, the kernel's high-water mark of the runtime process: not sampled")
+    ]
+    peak_children: Annotated[int, _doc("most live descendant processes seen at once (sampled)")]
+    peak_children_rss_mib: Annotated[float, _doc("their peak summed RSS (sampled)")]
+    open_fds_at_end: Annotated[int, _doc("file descriptors the runtime holds after the run")]
+    live_children_at_end: Annotated[
+        int, _doc("processes it started still alive after the run (the simulator left out)")
+    ]
+    rss_timeline: RssTimeline
+
+
+class Cpu(msgspec.Struct, kw_only=True):
+    """CPU seconds over the run, from getrusage."""
+
+    runtime_seconds: Annotated[float, _doc("user+sys of the runtime process, children excluded")]
+    children_seconds: Annotated[float, _doc("user+sys of the reaped test processes")]
+    runtime_ms_per_task: float | None
+    runtime_ms_per_llm_call: float | None
+
+
+class Distribution(msgspec.Struct, kw_only=True):
+    """A latency distribution in milliseconds: count, mean and max exact, percentiles within
+    1 % (log-spaced histogram buckets)."""
+
+    count: int = 0
+    mean: Ms = None
+    p50: Ms = None
+    p95: Ms = None
+    p99: Ms = None
+    max: Ms = None
+
+
+class Latency(msgspec.Struct, kw_only=True):
+    """Per LLM call, per test process and per task (docs/results.md defines each)."""
+
+    ttft_ms: Annotated[Distribution, _doc("request sent -> first non-empty delta.content")]
+    itl_ms: Annotated[Distribution, _doc("between consecutive content chunks")]
+    tpot_ms: Annotated[Distribution, _doc("(E2E - TTFT) / (output tokens - 1), per call")]
+    llm_e2e_ms: Annotated[Distribution, _doc("request sent -> [DONE] or body read")]
+    llm_overhead_ms: Annotated[
+        Distribution, _doc("client E2E - the endpoint's reported server time")
+    ]
+    llm_queue_wait_ms: Annotated[
+        Distribution, _doc("request sent -> the endpoint received it (its reported timestamp)")
+    ]
+    tool_spawn_ms: Annotated[Distribution, _doc("create_subprocess_exec called -> running")]
+    tool_wall_ms: Annotated[Distribution, _doc("running -> reaped, pipes drained")]
+    task_wall_ms: Distribution
+    task_overhead_ms: Distribution
+
+
+class LoopLag(msgspec.Struct, kw_only=True):
+    """How late a 50 ms timer on the event loop fired, in milliseconds."""
+
+    p50: Ms = None
+    p99: Ms = None
+    max: Ms = None
+
+
+class Throughput(msgspec.Struct, kw_only=True):
+    """Rates over the run's wall time."""
+
+    requests_per_s: float | None
+    output_tokens_per_s: float | None
+    tasks_per_s: float | None
+
+
+class Totals(msgspec.Struct, kw_only=True):
+    """What the runtime did, counted."""
+
+    llm_calls: Annotated[int, _doc("HTTP requests to the endpoint, retries included")]
+    output_tokens: int
+    peak_agents_in_flight: Annotated[int, _doc("most tasks being worked on at once")]
+    retries_by_cause: Annotated[
+        dict[str, int], _doc("LLM retries by cause: http_503, connect, read_timeout, ...")
+    ]
+    errors_by_cause: Annotated[dict[str, int], _doc("tasks ended in error, by cause")]
+    test_exit_causes: Annotated[dict[str, int], _doc("test processes by how they ended")]
+
+
+class Endpoint(msgspec.Struct, kw_only=True):
+    """The model server the run talked to."""
+
+    base_url: str
+    model: str
+    simulated: Annotated[bool, _doc("the built-in simulated endpoint (it reports a profile)")]
+    started_by_bench: Annotated[bool, _doc("the bench started the simulator itself")]
+    sim_profile: Annotated[
+        dict[str, Any] | None, _doc("the simulator's profile as GET /sim/plan reports it")
+    ] = None
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    """The run's limits and choices, as configured."""
+
+    concurrency: int
+    max_procs: int
+    max_retries: int
+    repeat: int
+    stream: bool
+    verify: VerifyMode
+    http_client: HttpClient
+    dataset: str
+    sandbox: Annotated[str | None, _doc("bwrap+cgroup, unshare+cgroup, rlimits or off")]
+    sandbox_warning: Annotated[str | None, _doc("why the sandbox is less than the best mode")]
+
+
+class Versions(msgspec.Struct, kw_only=True):
+    """What ran."""
+
+    fastagent: str
+    python: str
+    uvloop: str
+    msgspec: str
+    httptools: str | None = None
+    aiohttp: Annotated[str | None, _doc("null when the run never imported it")] = None
+    pytest_in_tests: Annotated[str | None, _doc("the pytest the test processes imported")] = None
+
+
+class Summary(msgspec.Struct, kw_only=True):
+    """One run of ``fastagent bench``: ``<runtime>_<ts>_summary.json``."""
+
+    schema_version: Annotated[int, _doc("2; changes when a field is renamed or removed")] = (
+        SCHEMA_VERSION
+    )
+    runtime: Annotated[str, _doc("the stack: python, cpp, ...")] = "python"
+    implementation: Annotated[Literal["cython", "pure"], _doc("which speedups module ran")] = (
+        "cython"
+    )
+    event_loop: str = "uvloop"
+    started_at: Annotated[str, _doc("UTC, ISO 8601")] = ""
+    wall_seconds: float = 0.0
+    interrupted: Annotated[bool, _doc("SIGINT/SIGTERM stopped the run early")] = False
+    interrupted_by_signal: int | None = None
+    csv: Annotated[str, _doc("the run's results CSV")] = ""
+    settings: Settings
+    endpoint: Endpoint
+    outcomes: Outcomes
+    memory: Memory
+    cpu: Cpu
+    loop_lag_ms: LoopLag
+    latency: Latency
+    throughput: Throughput
+    totals: Totals
+    versions: Versions
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """The committed JSON Schemas, by file name under docs/."""
+    return {
+        "summary.schema.json": msgspec.json.schema(Summary),
+        "task_row.schema.json": msgspec.json.schema(TaskRow),
+    }
