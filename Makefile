@@ -9,7 +9,7 @@ export PATH := $(BIN):$(PATH)
 
 .PHONY: install bench test lint wheel bench-speedups clean
 
-$(STAMP): pyproject.toml setup.py fastagent/_speedups.pyx
+$(STAMP): pyproject.toml setup.py fastagent/_speedups.pyx fastagent/_speedups.pyi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
@@ -21,11 +21,13 @@ install: $(STAMP)
 bench: $(STAMP)  ## run 100 HumanEval tasks on the built-in simulated endpoint
 	$(BIN)/fastagent bench $(ARGS)
 
-test: $(STAMP)   ## the whole test suite
+test: lint       ## lint (ruff, mypy), then the whole test suite
 	$(BIN)/python -m pytest $(ARGS)
 
-lint: $(STAMP)
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+lint: $(STAMP)   ## ruff (lint and format) and mypy (strict on fastagent/)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 wheel: $(STAMP)
 	$(BIN)/python -m build --outdir dist .

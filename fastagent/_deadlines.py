@@ -1,8 +1,15 @@
 """Many timeouts on one ticker: the run's task, call and read deadlines.
 
-    >>> async def demo(deadlines: Deadlines) -> None:
-    ...     async with deadlines.timeout(30.0):   # like asyncio.timeout(30.0)
-    ...         await asyncio.sleep(1)
+    >>> async def demo() -> str:
+    ...     deadlines = Deadlines(resolution=0.01)
+    ...     try:
+    ...         async with deadlines.timeout(0.05):   # like asyncio.timeout(0.05)
+    ...             await asyncio.sleep(10)
+    ...     except TimeoutError:
+    ...         return "timed out"
+    ...     return "finished"
+    >>> asyncio.run(demo())
+    'timed out'
 
 ``asyncio.timeout`` arms a loop timer per use: a Timeout, a TimerHandle and its libuv
 timer, about 0.8 KiB of the measured heap for as long as it is armed, and with thousands

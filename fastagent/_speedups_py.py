@@ -81,7 +81,7 @@ class SSEParser:
         self._data_len = 0
         self._event_type = b""
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """Parse the next chunk of the stream; return the payloads of the events it completes."""
         if type(data) is not bytes:
             data = memoryview(data).tobytes()

@@ -1,9 +1,9 @@
 """The write → pytest → retry loop for one task.
 
->>> async def demo(client, config, task):
-...     loop = AgentLoop(client, config, workspace_root="/tmp/ws")
-...     row = await loop.run(task, index=0)
-...     return row.status            # TaskStatus.PASSED, FAILED or ERROR
+::
+
+    loop = AgentLoop(client, config, workspace_root="/tmp/ws")
+    row = await loop.run(task, index=0)   # a TaskRow; row.status: PASSED, FAILED or ERROR
 
 What the model is told is :mod:`fastagent.prompts`'; how an attempt is judged is
 :mod:`fastagent.verify`'s. Before each attempt the workspace is emptied, so the test sees

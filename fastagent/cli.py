@@ -66,12 +66,15 @@ def describe(tp: Any) -> str:
         return "one of " + ", ".join(str(m.value) for m in base)
     words = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
     text = words.get(base, getattr(base, "__name__", str(base)))
+    if base is str and any(m.min_length for m in metas):
+        text = "a non-empty string"
     bounds = []
     for meta in metas:
         for attr, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
             limit = getattr(meta, attr)
             if limit is not None:
-                bounds.append(f"{sign} {limit:g}")
+                shown = int(limit) if float(limit).is_integer() else limit
+                bounds.append(f"{sign} {shown}")
     return f"{text} {' and '.join(bounds)}" if bounds else text
 
 

@@ -75,6 +75,8 @@ def _flag(
 
 
 Positive = Annotated[int, Meta(ge=1)]
+#: A name or path: not empty.
+Text = Annotated[str, Meta(min_length=1)]
 Count = Annotated[int, Meta(ge=0)]
 #: A duration in seconds: positive, finite and at most a year.
 Seconds = Annotated[float, Meta(gt=0, le=31_536_000)]
@@ -87,7 +89,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
     # ---- endpoint ----
     base_url: Annotated[
-        str | None,
+        Text | None,
         _flag(
             "OpenAI-compatible base URL, e.g. http://host:8000/v1 "
             "(default: the built-in simulated endpoint)",
@@ -97,7 +99,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         ),
     ] = None
     model: Annotated[
-        str | None,
+        Text | None,
         _flag("model name (default: the first of /models)", group=_ENDPOINT, env="LLM_MODEL"),
     ] = None
     api_key: str | None = None
@@ -164,7 +166,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
     # ---- workload ----
     dataset: Annotated[
-        str | None,
+        Text | None,
         _flag(
             "tasks JSON (default: the bundled HumanEval 100)",
             group=_WORKLOAD,
@@ -202,7 +204,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         Seconds, _flag("deadline of one whole task", group=_WORKLOAD, metavar="S")
     ] = 1800.0
     python: Annotated[
-        str,
+        Text,
         _flag(
             "interpreter that runs pytest (python3 on PATH by default)",
             group=_WORKLOAD,
@@ -232,17 +234,17 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
     # ---- output ----
     results_dir: Annotated[
-        str, _flag("where the CSV and summary go", group=_OUTPUT, metavar="DIR")
+        Text, _flag("where the CSV and summary go", group=_OUTPUT, metavar="DIR")
     ] = "results/raw"
     work_dir: Annotated[
-        str | None,
+        Text | None,
         _flag(
             "where agent workspaces go (default results/runs/<run>)", group=_OUTPUT, metavar="DIR"
         ),
     ] = None
     keep_workspaces: Annotated[bool, _flag("keep each agent's workspace", group=_OUTPUT)] = False
     resume: Annotated[
-        str | None,
+        Text | None,
         _flag(
             "finish an interrupted run: skip the tasks with a row in RESULTS_CSV, append the "
             "rest and write one complete summary (pass the same workload flags)",
@@ -251,7 +253,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         ),
     ] = None
     trace: Annotated[
-        str | None, _flag("write one JSON line per event to FILE", group=_OUTPUT, metavar="FILE")
+        Text | None, _flag("write one JSON line per event to FILE", group=_OUTPUT, metavar="FILE")
     ] = None
     progress: Annotated[
         bool | None,

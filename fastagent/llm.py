@@ -1,9 +1,10 @@
 """Streaming chat-completion client for any OpenAI-compatible endpoint.
 
->>> async def demo(config):
-...     async with LLMClient(config) as client:
-...         reply = await client.complete([Message("user", "Write hello world in Python")])
-...         return reply.text
+::
+
+    async with LLMClient(config) as client:
+        reply = await client.complete([Message("user", "Write hello world in Python")])
+        print(reply.text, reply.ttft, reply.e2e)
 
 One pooled transport per run (:mod:`fastagent._transports`): the lean HTTP/1.1 client by
 default (it exists for the measured process's memory, see its docstring), or aiohttp

@@ -15,6 +15,7 @@ import csv
 import io
 import os
 import time
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,12 @@ class ResultPaths(msgspec.Struct, frozen=True):
     def for_csv(cls, csv_path: str | os.PathLike[str]) -> ResultPaths:
         path = Path(csv_path)
         return cls(path, path.with_name(f"{path.stem}_summary.json"), path.stem)
+
+
+#: The columns whose empty cell means null (every other empty cell is an empty string).
+_NULLABLE = frozenset(
+    name for name, tp in typing.get_type_hints(TaskRow).items() if type(None) in typing.get_args(tp)
+)
 
 
 def _cell(value: Any) -> Any:
@@ -117,7 +124,10 @@ def read_rows(path: str | os.PathLike[str]) -> list[TaskRow]:
             raise ValueError(
                 f"{path}, line {line}: {len(cells)} fields where the header has {len(COLUMNS)}"
             )
-        values = {c: v for c, v in zip(COLUMNS, cells, strict=True) if v != ""}
+        values = {
+            c: None if v == "" and c in _NULLABLE else v
+            for c, v in zip(COLUMNS, cells, strict=True)
+        }
         try:
             rows.append(msgspec.convert(values, TaskRow, strict=False))
         except msgspec.ValidationError as exc:

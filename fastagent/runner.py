@@ -1,8 +1,9 @@
 """Fans the tasks over agent slots and process slots on uvloop, and writes the results.
 
->>> from fastagent.config import Config
->>> outcome = run_bench(Config(tasks=10))            # doctest: +SKIP
->>> outcome.summary.outcomes.passed, outcome.paths.csv  # doctest: +SKIP
+::
+
+    outcome = run_bench(Config(tasks=10))       # the built-in simulated endpoint
+    print(outcome.summary.outcomes.passed, outcome.paths.csv, outcome.exit_code)
 
 ``concurrency`` workers each take the next task from one shared iterator, so a waiting
 task costs nothing until a worker picks it; test processes take one of ``max_procs``
@@ -38,6 +39,7 @@ from .errors import ExitCode, LLMError, RunError
 from .llm import LLMClient
 from .results import CsvWriter, ResultPaths, read_rows, write_json_atomic
 from .schema import (
+    SCHEMA_VERSION,
     Cpu,
     Endpoint,
     Memory,
@@ -76,16 +78,7 @@ class RunOutcome(msgspec.Struct):
 
 
 class Tally:
-    """Outcome counters kept as the tasks finish (no per-task objects are retained).
-
-    >>> tally = Tally()
-    >>> tally.add(TaskRow(task_id="a", status=TaskStatus.PASSED, attempts=1,
-    ...                   first_attempt_pass=True))
-    >>> tally.add(TaskRow(task_id="b", status=TaskStatus.FAILED, attempts=4, retries=3))
-    >>> o = tally.outcomes()
-    >>> o.tasks, o.passed, o.first_attempt_passes, o.failed, o.avg_retries
-    (2, 1, 1, 1, 1.5)
-    """
+    """Outcome counters kept as the tasks finish (no per-task objects are retained)."""
 
     def __init__(self) -> None:
         self.done = self.passed = self.first = self.failed = self.errors = self.retries = 0
@@ -165,13 +158,19 @@ def prepare(config: Config, log: Log) -> Plan:
         log(f"resuming {paths.csv}: {len(resumed)} tasks done, {len(tasks)} to go")
     else:
         paths = _prepare_results(config.results_dir)
-    work_dir = Path(config.work_dir or Path(config.results_dir).parent / "runs" / paths.stamp)
     trace = None
     if config.trace:
         try:
             trace = open(config.trace, "wb", buffering=64 * 1024)  # noqa: SIM115
         except OSError as exc:
             raise RunError(f"cannot write trace file {config.trace}: {exc.strerror}") from None
+    work_dir = Path(config.work_dir or Path(config.results_dir).parent / "runs" / paths.stamp)
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if trace is not None:
+            trace.close()
+        raise RunError(f"cannot create the work directory {work_dir}: {exc.strerror}") from None
     return Plan(dataset, tasks, paths, work_dir, pytest_version, resumed, trace)
 
 
@@ -308,7 +307,6 @@ class Run:
         config = self.config = await _resolve_model(client, self.config)
         client.config = config
         self.sim_profile = await _sim_profile(client)
-        self.plan.work_dir.mkdir(parents=True, exist_ok=True)
         self.log(
             f"fastagent {__version__}: {len(self.plan.tasks)} tasks, concurrency "
             f"{config.concurrency}, max procs {config.max_procs}, speedups {IMPLEMENTATION}, "
@@ -405,7 +403,10 @@ def build_summary(run: Run, *, started_by_bench: bool) -> Summary:
     """The run's :class:`~fastagent.schema.Summary` from what :class:`Run` measured."""
     config, telemetry, wall = run.config, run.telemetry, run.wall
     return Summary(
-        implementation="pure" if IMPLEMENTATION == "pure" else "cython",
+        schema_version=SCHEMA_VERSION,
+        runtime="python",
+        implementation=IMPLEMENTATION,
+        event_loop="uvloop",
         started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.started_at)),
         wall_seconds=round(wall, 3),
         interrupted=run.stop_signal is not None,
@@ -479,19 +480,21 @@ def _cpu(run: Run) -> Cpu:
     )
 
 
-def _versions(pytest_version: str) -> Versions:
-    import uvloop
+#: The libraries whose versions a summary reports (null for one the run never imported).
+_LIBRARIES = ("uvloop", "msgspec", "httptools", "aiohttp")
 
+
+def _versions(pytest_version: str) -> Versions:
     def version(module: str) -> str | None:
+        # Only what the run imported: importing a module now, or importlib.metadata, would
+        # count against the run's peak RSS.
         found = sys.modules.get(module)
-        return getattr(found, "__version__", None) if found else None
+        value = getattr(found, "__version__", None) if found else None
+        return str(value) if value is not None else None
 
     return Versions(
-        fastagent=__version__,
-        python=sys.version.split()[0],
-        uvloop=uvloop.__version__,
-        msgspec=msgspec.__version__,
-        httptools=version("httptools"),
-        aiohttp=version("aiohttp"),
+        stack=__version__,
+        language=f"{sys.implementation.name} {sys.version.split()[0]}",
+        libraries={name: version(name) for name in _LIBRARIES},
         pytest_in_tests=pytest_version,
     )

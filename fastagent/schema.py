@@ -7,10 +7,12 @@ Schemas of both are committed as ``docs/summary.schema.json`` and
 so another stack can validate its own output against them::
 
     >>> import msgspec
-    >>> row = TaskRow(task_id="HumanEval/0", status=TaskStatus.PASSED, attempts=1)
-    >>> row.retries, row.first_attempt_pass
-    (0, False)
-    >>> msgspec.json.decode(msgspec.json.encode(row), type=TaskRow) == row
+    >>> COLUMNS[:4]
+    ('task_id', 'status', 'reason', 'attempts')
+    >>> schemas = json_schemas()
+    >>> sorted(schemas)
+    ['summary.schema.json', 'task_row.schema.json']
+    >>> schemas["task_row.schema.json"]["$defs"]["TaskRow"]["required"] == list(COLUMNS)
     True
 
 Times are seconds unless a name ends in ``_ms`` (milliseconds) or ``_mib`` (MiB), all
@@ -23,12 +25,12 @@ meaning; adding a field keeps it. Version 1 was a flat object of ~50 keys
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
 
-from .config import HttpClient, VerifyMode
+from .config import VerifyMode
 
 __all__ = [
     "COLUMNS",
@@ -80,32 +82,30 @@ class TaskRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     reason: Annotated[
         str,
         _doc("empty when passed; else why, e.g. 'tests failed after 4 attempts', 'llm: HTTP 401'"),
-    ] = ""
-    attempts: Annotated[int, _doc("completions used (1 .. max_retries + 1)")] = 0
-    retries: Annotated[int, _doc("attempts - 1: the self-correction retries")] = 0
-    first_attempt_pass: Annotated[bool, _doc("attempt 1 passed")] = False
-    wall_s: Annotated[float, _doc("the agent picks the task up -> its last attempt is judged")] = 0
-    model_s: Annotated[float, _doc("inside LLM calls, their retries and backoff included")] = 0
-    tool_s: Annotated[float, _doc("writing files and running tests, the process-slot wait out")] = 0
-    queued_s: Annotated[float, _doc("waiting for a test-process slot (--max-procs)")] = 0
-    overhead_s: Annotated[float, _doc("wall - model - tool - queued: the runtime's own share")] = 0
-    agent_wait_s: Annotated[float, _doc("run start -> an agent slot picked the task up")] = 0
-    llm_calls: Annotated[int, _doc("HTTP requests made for the task, retried ones included")] = 0
-    llm_retries: Annotated[int, _doc("of those, retries after a transport or HTTP error")] = 0
-    prompt_tokens: Annotated[int, _doc("summed usage.prompt_tokens")] = 0
+    ]
+    attempts: Annotated[int, _doc("completions used (1 .. max_retries + 1)")]
+    retries: Annotated[int, _doc("attempts - 1: the self-correction retries")]
+    first_attempt_pass: Annotated[bool, _doc("attempt 1 passed")]
+    wall_s: Annotated[float, _doc("the agent picks the task up -> its last attempt is judged")]
+    model_s: Annotated[float, _doc("inside LLM calls, their retries and backoff included")]
+    tool_s: Annotated[float, _doc("writing files and running tests, the process-slot wait out")]
+    queued_s: Annotated[float, _doc("waiting for a test-process slot (--max-procs)")]
+    overhead_s: Annotated[float, _doc("wall - model - tool - queued: the runtime's own share")]
+    agent_wait_s: Annotated[float, _doc("run start -> an agent slot picked the task up")]
+    llm_calls: Annotated[int, _doc("HTTP requests made for the task, retried ones included")]
+    llm_retries: Annotated[int, _doc("of those, retries after a transport or HTTP error")]
+    prompt_tokens: Annotated[int, _doc("summed usage.prompt_tokens")]
     completion_tokens: Annotated[
         int, _doc("summed usage.completion_tokens (else the content chunks)")
-    ] = 0
-    ttft_ms: Annotated[float | None, _doc("TTFT of the task's first completion")] = None
-    tool_spawn_ms: Annotated[
-        float | None, _doc("spawn latency of the task's first test process")
-    ] = None
+    ]
+    ttft_ms: Annotated[float | None, _doc("TTFT of the task's first completion")]
+    tool_spawn_ms: Annotated[float | None, _doc("spawn latency of the task's first test process")]
     test_exit: Annotated[
         str, _doc("how the last test process ended: exit_<code>, timeout or signal")
-    ] = ""
+    ]
     test_cpu_s: Annotated[
         float, _doc("user+sys of the task's pytest processes, as the probe reported them")
-    ] = 0
+    ]
 
 
 #: The CSV header, in order.
@@ -237,8 +237,8 @@ class Settings(msgspec.Struct, kw_only=True):
     max_retries: int
     repeat: int
     stream: bool
-    verify: VerifyMode
-    http_client: HttpClient
+    verify: Annotated[VerifyMode, _doc("how attempts were judged")]
+    http_client: Annotated[str, _doc("python: wire (the lean client) or aiohttp")]
     dataset: str
     sandbox: Annotated[str | None, _doc("bwrap+cgroup, unshare+cgroup, rlimits or off")]
     sandbox_warning: Annotated[str | None, _doc("why the sandbox is less than the best mode")]
@@ -247,31 +247,29 @@ class Settings(msgspec.Struct, kw_only=True):
 class Versions(msgspec.Struct, kw_only=True):
     """What ran."""
 
-    fastagent: str
-    python: str
-    uvloop: str
-    msgspec: str
-    httptools: str | None = None
-    aiohttp: Annotated[str | None, _doc("null when the run never imported it")] = None
-    pytest_in_tests: Annotated[str | None, _doc("the pytest the test processes imported")] = None
+    stack: Annotated[str, _doc("version of the runtime under test (fastagent's for python)")]
+    language: Annotated[str, _doc("the language implementation, e.g. 'CPython 3.11.7'")]
+    libraries: Annotated[
+        dict[str, str | None],
+        _doc("the libraries the runtime loaded, by name; null: installed but never imported"),
+    ]
+    pytest_in_tests: Annotated[str | None, _doc("the pytest the test processes imported")]
 
 
 class Summary(msgspec.Struct, kw_only=True):
-    """One run of ``fastagent bench``: ``<runtime>_<ts>_summary.json``."""
+    """One run of a stack's runner: ``<runtime>_<ts>_summary.json``."""
 
-    schema_version: Annotated[int, _doc("2; changes when a field is renamed or removed")] = (
-        SCHEMA_VERSION
-    )
-    runtime: Annotated[str, _doc("the stack: python, cpp, ...")] = "python"
-    implementation: Annotated[Literal["cython", "pure"], _doc("which speedups module ran")] = (
-        "cython"
-    )
-    event_loop: str = "uvloop"
-    started_at: Annotated[str, _doc("UTC, ISO 8601")] = ""
-    wall_seconds: float = 0.0
-    interrupted: Annotated[bool, _doc("SIGINT/SIGTERM stopped the run early")] = False
-    interrupted_by_signal: int | None = None
-    csv: Annotated[str, _doc("the run's results CSV")] = ""
+    schema_version: Annotated[int, _doc("2; changes when a field is renamed or removed")]
+    runtime: Annotated[str, _doc("the stack: python, cpp, typescript, rust")]
+    implementation: Annotated[
+        str, _doc("the variant of the stack that ran; python: cython or pure (the speedups)")
+    ]
+    event_loop: Annotated[str, _doc("what drives the I/O; python: uvloop")]
+    started_at: Annotated[str, _doc("UTC, ISO 8601")]
+    wall_seconds: float
+    interrupted: Annotated[bool, _doc("SIGINT/SIGTERM stopped the run early")]
+    interrupted_by_signal: int | None
+    csv: Annotated[str, _doc("the run's results CSV")]
     settings: Settings
     endpoint: Endpoint
     outcomes: Outcomes

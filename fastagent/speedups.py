@@ -24,16 +24,26 @@ __all__ = ["IMPLEMENTATION", "NO_EXTENSIONS", "SSEParser", "delta_content", "ext
 NO_EXTENSIONS = os.environ.get("FASTAGENT_NO_EXTENSIONS", "") not in ("", "0")
 IMPLEMENTATION: str
 
+# The twins have the same signatures (fastagent/_speedups.pyi; tests/test_speedups.py checks
+# that they agree); only the one selected is imported, so the measured process pays for one.
 if not NO_EXTENSIONS:
     try:
         from fastagent._speedups import SSEParser, delta_content, extract_code
     except ImportError:
-        from fastagent._speedups_py import SSEParser, delta_content, extract_code
+        from fastagent._speedups_py import (  # type: ignore[assignment]
+            SSEParser,
+            delta_content,
+            extract_code,
+        )
 
         IMPLEMENTATION = "pure"
     else:
         IMPLEMENTATION = "cython"
 else:
-    from fastagent._speedups_py import SSEParser, delta_content, extract_code
+    from fastagent._speedups_py import (  # type: ignore[assignment]
+        SSEParser,
+        delta_content,
+        extract_code,
+    )
 
     IMPLEMENTATION = "pure"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import enum
 import json
 import os
 import subprocess
@@ -13,6 +14,8 @@ import msgspec
 import pytest
 from _child import VENV_BIN, child_env
 
+from fastagent.cli import _Flag, _unwrap, bench_flags, build_parser, config_from_args
+from fastagent.cli import main as cli_main
 from fastagent.dataset import default_dataset_path, default_solutions_path
 from fastagent.schema import COLUMNS, Summary
 from fastagent.sim.app import SimProfile, plan
@@ -91,7 +94,9 @@ def test_bench_ten_tasks_end_to_end(tmp_path: Path) -> None:
     assert summary.cpu.runtime_seconds > 0 and summary.cpu.children_seconds > 0
     assert summary.csv == str(Path("out") / csv_files[0].name)
     # the default lean HTTP client: aiohttp is never imported by the measured process
-    assert summary.settings.http_client == "wire" and summary.versions.aiohttp is None
+    assert summary.settings.http_client == "wire"
+    assert summary.versions.libraries["aiohttp"] is None
+    assert summary.versions.libraries["uvloop"] and summary.versions.pytest_in_tests
     events = [json.loads(line)["event"] for line in trace.read_text().splitlines()]
     assert events.count("request") == summary.totals.llm_calls
     assert events.count("tool_end") == sum(int(r["attempts"]) for r in rows.values())
@@ -198,3 +203,114 @@ def test_non_openai_endpoint(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "not an OpenAI-compatible" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not list(tmp_path.glob("results/raw/*.json"))
+
+
+# ---- every flag and variable through one validation path --------------------------------------
+
+
+def _bad_values(flag: _Flag) -> list[str]:
+    """Values of ``flag`` that must be refused, from its type's own bounds."""
+    base, metas, _ = _unwrap(flag.type)
+    if isinstance(base, type) and issubclass(base, enum.Enum):
+        return ["bogus", ""]
+    if base is int:
+        values = ["x", "1.5", "1_0", "0x5", ""]
+        values += [str(int(m.ge) - 1) for m in metas if m.ge is not None]
+        return values
+    if base is float:
+        values = ["x", "nan", ""]
+        values += ["inf"] if any(m.le is not None for m in metas) else []
+        values += [str(m.gt) for m in metas if m.gt is not None]
+        values += [str(m.ge - 1) for m in metas if m.ge is not None]
+        return values
+    # strings: empty where they must not be; what else is wrong is found where they are used
+    return [""] if any(m.min_length for m in metas) else []
+
+
+#: Strings that pass their type but cannot be used: found before the run starts.
+UNUSABLE = {
+    "--base-url": [
+        "localhost:8000",
+        "ftp://host/v1",
+        "http://[::1",
+        "http://:80/v1",
+        "http://h:0/v1",
+    ],
+    "--dataset": ["/nonexistent/tasks.json"],
+    "--python": ["no-such-python3"],
+    "--results-dir": ["/proc/no/such/dir"],
+    "--work-dir": ["/proc/no/such/dir"],
+    "--resume": ["/nonexistent/run.csv"],
+    "--trace": ["/proc/x/y"],
+    "--sim-profile": ["ttft=5", "p_first=2", "faults=gremlins"],
+}
+
+
+def _cases() -> list[tuple[str, str]]:
+    cases = []
+    for flag in bench_flags():
+        if _unwrap(flag.type)[0] is bool:
+            continue  # a switch takes no value
+        cases += [(flag.flag, value) for value in _bad_values(flag)]
+        cases += [(flag.flag, value) for value in UNUSABLE.get(flag.flag, [])]
+    return cases
+
+
+def test_every_flag_with_a_value_is_walked() -> None:
+    flags = {flag for flag, _ in _cases()}
+    valued = {f.flag for f in bench_flags() if _unwrap(f.type)[0] is not bool}
+    assert flags == valued and len(valued) >= 25
+
+
+@pytest.mark.parametrize(("flag", "value"), _cases())
+def test_a_bad_flag_value_is_one_line_and_exit_2(
+    flag: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    for name in ("LLM_BASE_URL", "LLM_MODEL", "BENCH_DATASET", "BENCH_CONCURRENCY"):
+        monkeypatch.delenv(name, raising=False)
+    try:
+        code = cli_main(["bench", "--tasks", "1", "--results-dir", "out", f"{flag}={value}"])
+    except SystemExit as exc:  # argparse refused it
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "error" in lines[0], err
+    assert "Traceback" not in err
+    assert not list(tmp_path.glob("out/*"))  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BENCH_CONCURRENCY", "0"), ("BENCH_CONCURRENCY", "lots"), ("LLM_BASE_URL", "http://[::1"),
+        ("BENCH_DATASET", "/nonexistent.json"), ("BENCH_PYTHON", "no-such-python3"),
+    ],
+)  # fmt: skip
+def test_a_bad_environment_value_is_one_line_and_exit_2(
+    name: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(name, value)
+    assert cli_main(["bench", "--tasks", "1", "--results-dir", "out"]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and (name in lines[0] or value in lines[0]), lines
+
+
+def test_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BENCH_CONCURRENCY", "7")
+    monkeypatch.setenv("LLM_MODEL", "from-env")
+    args = build_parser("bench").parse_args(["bench", "--concurrency", "3"])
+    config = config_from_args(args)
+    assert config.concurrency == 3 and config.model == "from-env"
+
+
+def test_help_shows_each_default_from_config() -> None:
+    text = build_parser("bench")._subparsers._group_actions[0].choices["bench"].format_help()  # type: ignore[union-attr]
+    for flag in bench_flags():
+        assert flag.flag in text
+        if flag.default not in (None, "", True, False):
+            assert f"(default {flag.default})" in " ".join(text.split()), flag.flag

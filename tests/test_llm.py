@@ -294,14 +294,15 @@ def test_silence_between_bytes_times_out_and_retries() -> None:
             return resp
         return await stream(request, [chunk("fresh"), b"data: [DONE]\n\n"])
 
-    async def timed(client: LLMClient) -> tuple[object, float]:
+    async def timed(client: LLMClient) -> tuple[object, float, dict[str, int]]:
         t0 = time.monotonic()
         reply = await ask(client)
-        return reply, time.monotonic() - t0
+        return reply, time.monotonic() - t0, client.telemetry.retry_causes
 
-    result, elapsed = run(handler, timed, read_timeout=0.3)
+    result, elapsed, causes = run(handler, timed, read_timeout=0.3)  # type: ignore[misc]
     assert result.text == "fresh" and result.retries == 1
-    assert 0.3 <= elapsed < 3
+    # the silence ended the first attempt (not the server's own end of it 5 s later)
+    assert causes == {"read_timeout": 1} and elapsed >= 0.3
 
 
 def test_connection_refused_is_a_connect_error() -> None:
@@ -363,7 +364,7 @@ def test_timing_from_server_gives_overhead() -> None:
     result = run(handler, ask)
     assert result.ttft >= 0.05
     assert result.server_time is not None and 0.07 <= result.server_time < result.e2e
-    assert 0 <= result.queue_wait < 0.5
+    assert result.queue_wait is not None and result.queue_wait >= 0
 
 
 def test_list_models() -> None:

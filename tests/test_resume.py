@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from _child import child_env, read_summary
+from _wait import wait_until
 
 from fastagent.results import CsvWriter, read_rows
 from fastagent.schema import COLUMNS
@@ -68,8 +69,7 @@ def test_signal_writes_summary_and_resume_completes(tmp_path: Path, signum: int)
     rows = read_rows(csv_path)
     assert summary.interrupted is True and summary.interrupted_by_signal == signum
     assert summary.outcomes.tasks == len(rows) < 12
-    time.sleep(0.5)
-    assert pytest_processes(tmp_path) == []
+    assert wait_until(lambda: pytest_processes(tmp_path) == [])
 
     proc = start(tmp_path, *workload, "--resume", str(csv_path))
     out, err = proc.communicate(timeout=300)

@@ -91,6 +91,10 @@ def verify(tools: ToolDispatcher, solution: str, test: str = TEST) -> ExecResult
     return uvloop.run(tools.exec(pytest_argv(PY), timeout=30, probe=True))
 
 
+#: How long the descendants the tests leave behind sleep: a run that returns sooner than this
+#: did not wait for them (no other upper bound on time: the machine may be busy).
+SLEEPER_S = 600
+
 # A program that leaves three kinds of descendants behind: a plain child, one in a new
 # session (outside the process group), and a double-forked daemon (reparented away).
 SCATTER = """
@@ -118,7 +122,7 @@ def test_timeout_kills_every_descendant(tmp_path: Path, mark: str, mode: str, ta
     t0 = time.monotonic()
     result = run(tools, SCATTER + tail + "\n", mark, timeout=1.5)
     assert result.cause == "timeout" and result.stdout == b"scattered\n"
-    assert time.monotonic() - t0 < 8
+    assert time.monotonic() - t0 < SLEEPER_S  # the sleepers' pipes did not hold it
     assert result.sandbox.startswith(mode)
     assert survivors(mark) == []
 
@@ -127,8 +131,8 @@ def test_timeout_kills_every_descendant(tmp_path: Path, mark: str, mode: str, ta
 def test_escapees_die_when_the_child_exits(tmp_path: Path, mark: str, mode: str) -> None:
     tools = ToolDispatcher(tmp_path, sandbox=make_sandbox(mode, limits=LIMITS))
     t0 = time.monotonic()
-    result = run(tools, SCATTER, mark, timeout=20)
-    assert result.exit_code == 0 and time.monotonic() - t0 < 5
+    result = run(tools, SCATTER, mark, timeout=SLEEPER_S * 2)
+    assert result.exit_code == 0 and time.monotonic() - t0 < SLEEPER_S
     assert survivors(mark) == []
 
 
@@ -143,8 +147,7 @@ def test_without_sandbox_a_setsid_escapee_survives(tmp_path: Path, mark: str) ->
     result = run(tools, code, mark)
     try:
         assert result.exit_code == 0 and result.sandbox == "off"
-        time.sleep(0.2)
-        assert survivors(mark) != []
+        assert survivors(mark) != []  # exec has killed what it kills by the time it returns
     finally:
         for pid in survivors(mark):
             os.kill(pid, 9)
@@ -174,7 +177,7 @@ while True:
     result = run(tools, code, mark, timeout=2)
     forked, error = map(int, result.stdout.split())
     assert error == errno.EAGAIN and 0 < forked < LIMITS.processes
-    assert result.cause == "timeout" and time.monotonic() - t0 < 10
+    assert result.cause == "timeout" and time.monotonic() - t0 < SLEEPER_S
     assert survivors(mark) == []
 
 
@@ -185,9 +188,9 @@ def test_grandchild_holding_stdout_does_not_hang(tools: ToolDispatcher, mark: st
         "print('bye', flush=True)\n"
     )
     t0 = time.monotonic()
-    result = run(tools, code, mark, timeout=20)
+    result = run(tools, code, mark, timeout=SLEEPER_S * 2)
     assert result.exit_code == 0 and result.stdout == b"bye\n"
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < SLEEPER_S  # its grandchild's open stdout did not hold it
     assert survivors(mark) == []
 
 
@@ -206,11 +209,9 @@ def test_two_gib_allocation_fails_with_memory_error(tools: ToolDispatcher) -> No
 def test_gigabyte_print_is_capped_and_counted(tmp_path: Path, sandbox: Sandbox) -> None:
     tools = ToolDispatcher(tmp_path, sandbox=sandbox, output_cap=4096)
     code = "import os\nfor _ in range(1024):\n    os.write(1, b'x' * (1 << 20))\n"
-    t0 = time.monotonic()
-    result = run(tools, code, timeout=60)
+    result = run(tools, code, timeout=600)
     assert result.exit_code == 0 and len(result.stdout) == 4096
     assert result.stdout_dropped == (1 << 30) - 4096
-    assert time.monotonic() - t0 < 20
 
 
 def test_file_size_and_open_files_are_limited(tools: ToolDispatcher) -> None:

