@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import bench_env, table
+from _common import bench_env, summary_values, table
 
 FAULTS = "http_503:0.01+http_429:0.005+reset:0.01+cut_json:0.005+malformed_json:0.005+stall:0.002"
 PROFILE = f"ttft_ms=50,itl_ms=2,tokens_per_chunk=4,seed=7,faults={FAULTS}"
@@ -61,7 +61,7 @@ def main() -> int:
         summaries = list(Path(tmp).glob("*_summary.json"))
         if proc.returncode not in (0, 1) or not summaries:
             sys.exit(f"the soak run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-        s = json.loads(summaries[0].read_text())
+        s = summary_values(summaries[0])
         with open(s["csv"], newline="") as f:
             rows = list(csv.DictReader(f))
     expected = 100 * args.repeat

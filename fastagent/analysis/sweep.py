@@ -8,19 +8,21 @@ Usage::
     fastagent sweep --concurrency 100 --bench-arg=--max-retries=1   # any other bench flag
 
 The sweep starts ``fastagent sim`` once (``--port 0``; its ready line gives the URL) and
-then runs ``python -m fastagent bench`` once per level, each in a fresh process so that no
-level inherits another's heap, with ``--base-url <sim> --model <profile model>
---concurrency N --results-dir OUT/c<N>``. Level ``N`` runs ``max(N, --tasks-per-level)``
-tasks (default 100), so every agent gets at least one task. When that is more than the
-dataset holds, the sweep writes ``OUT/dataset_<n>.json``: the dataset repeated, the
-copies' ids suffixed ``#1``, ``#2``, ...; the sim recognises a task by its spec text, so a
-copy gets the same planned outcome as the original.
+then runs ``python -m fastagent bench`` once per level, each in a fresh process
+(:mod:`fastagent.analysis.children`) so that no level inherits another's heap, with
+``--base-url <sim> --model <profile model> --concurrency N --results-dir OUT/c<N>``. Level
+``N`` runs ``max(N, --tasks-per-level)`` tasks (default 100), so every agent gets at least
+one task. When that is more than the dataset holds, the sweep writes
+``OUT/dataset_<n>.json``: the first n tasks of the dataset repeated, the copies' ids
+``ID#1``, ``ID#2``, ...; the sim recognises a task by its spec text, so a copy gets the
+same planned outcome as the original.
 
 It writes ``OUT/sweep.json`` (after every level, so an interrupted sweep keeps what it
 measured), ``OUT/sweep.md`` and a table on stdout: agents, tasks, peak RSS, runtime CPU
 per task, runtime overhead per LLM call (p99), event-loop lag (p99), wall time and passes;
 and ``OUT/sweep.png`` (those four figures against the number of agents, log x) when
-matplotlib is installed (``pip install 'fastagent[plot]'``), else a note.
+matplotlib is installed (``pip install 'fastagent[plot]'``), else a note. Each level's
+figures are read from its summary through :mod:`fastagent.analysis.summaries`.
 
 Cost: every test run starts a pytest, 0.5-1 CPU-second each (1.0 measured on a 2-core
 dev box with the sandbox on), and the default profile makes ~1.27 test runs per task (87 %
@@ -35,46 +37,73 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
+import io
 import os
-import signal
-import subprocess
+import re
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import FastAgentError, SweepError
+from ..cli import bench_flags, build_parser, value_parser
+from ..config import Positive
+from ..dataset import DatasetError, Task, default_dataset_path, load_tasks, repeat_tasks
+from ..errors import ExitCode, ReportError, SweepError
+from ..results import write_json_atomic
+from ..sim.launcher import SimProcess
+from . import children, plots
+from .summaries import SummaryView, load_summary
+from .tables import MISSING, format_table, format_value
+
+if TYPE_CHECKING:
+    from ..sim.app import SimProfile
 
 __all__ = [
     "COLUMNS",
-    "SweepError",
+    "DEFAULT_TASKS_PER_LEVEL",
     "add_arguments",
+    "first_tasks",
     "main",
     "parse_levels",
-    "repeat_tasks",
+    "render_table",
     "tasks_for_level",
-    "write_chart",
 ]
 
-EXIT_BAD_INPUT = 2
 PYTEST_CPU_S = 0.5
 DEFAULT_TASKS_PER_LEVEL = 100
 
-# (key in sweep.json rows, table header)
-COLUMNS: tuple[tuple[str, str], ...] = (
-    ("agents", "agents"),
-    ("tasks", "tasks"),
-    ("peak_rss_mib", "peak RSS MiB"),
-    ("runtime_cpu_ms_per_task", "runtime CPU ms/task"),
-    ("llm_overhead_p99_ms", "overhead/call p99 ms"),
-    ("loop_lag_p99_ms", "loop lag p99 ms"),
-    ("wall_seconds", "wall s"),
+#: (key of a sweep.json level, the canonical metric it is read from in the level's summary)
+_FROM_SUMMARY: tuple[tuple[str, str], ...] = (
+    ("tasks_done", "tasks"),
     ("passed", "passed"),
+    ("pass_at_1", "pass_at_1"),
+    ("peak_rss_mib", "peak_rss_mib"),
+    ("runtime_cpu_ms_per_task", "runtime_cpu_ms_per_task"),
+    ("runtime_cpu_ms_per_llm_call", "runtime_cpu_ms_per_llm_call"),
+    ("llm_overhead_p99_ms", "latency.llm_overhead_ms.p99"),
+    ("loop_lag_p99_ms", "loop_lag_ms.p99"),
+    ("wall_seconds", "wall_seconds"),
+    ("peak_agents_in_flight", "peak_agents_in_flight"),
+    ("concurrency", "concurrency"),
+    ("implementation", "implementation"),
+    ("interrupted", "interrupted"),
 )
 
-# (key, chart title) of the four panels of sweep.png
+#: (key of a sweep.json level, table header, format; "passed" prints passed/finished)
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("agents", "agents", "int"),
+    ("tasks", "tasks", "int"),
+    ("peak_rss_mib", "peak RSS MiB", "f1"),
+    ("runtime_cpu_ms_per_task", "runtime CPU ms/task", "f2"),
+    ("llm_overhead_p99_ms", "overhead/call p99 ms", "f2"),
+    ("loop_lag_p99_ms", "loop lag p99 ms", "f2"),
+    ("wall_seconds", "wall s", "f1"),
+    ("passed", "passed", "passed"),
+)
+
+#: (key, title) of the four panels of sweep.png
 _CHART = (
     ("peak_rss_mib", "peak RSS (MiB)"),
     ("runtime_cpu_ms_per_task", "runtime CPU per task (ms)"),
@@ -82,36 +111,31 @@ _CHART = (
     ("loop_lag_p99_ms", "event-loop lag p99 (ms)"),
 )
 
+#: bench settings the sweep makes itself, per level (a --bench-arg may not set them)
+_SET_BY_SWEEP = ("base_url", "model", "dataset", "tasks", "repeat", "concurrency",
+                 "results_dir", "work_dir", "sim_profile", "resume")  # fmt: skip
+
+_level = value_parser(Positive)
+
 
 def parse_levels(text: str) -> list[int]:
-    """``"1,10,100"`` → ``[1, 10, 100]`` (sorted, duplicates dropped); for argparse ``type``."""
+    """``"1,10,100"`` → ``[1, 10, 100]`` (sorted, duplicates dropped); an argparse ``type``."""
     levels: set[int] = set()
     for item in text.split(","):
-        item = item.strip()
-        if not item:
+        if not item.strip():
             continue
         try:
-            value = int(item)
-        except ValueError:
+            levels.add(_level(item.strip()))
+        except argparse.ArgumentTypeError:
             raise argparse.ArgumentTypeError(
-                f"concurrency levels must be comma-separated integers, got {item!r}"
+                f"expected comma-separated integers >= 1 (e.g. 1,10,100), got {text!r}"
             ) from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"concurrency levels must be >= 1, got {value}")
-        levels.add(value)
     if not levels:
         raise argparse.ArgumentTypeError("give at least one concurrency level, e.g. 1,10,100")
     return sorted(levels)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+parse_levels.__name__ = "concurrency levels"  # what argparse names in its own messages
 
 
 def tasks_for_level(level: int, tasks_per_level: int) -> int:
@@ -119,16 +143,11 @@ def tasks_for_level(level: int, tasks_per_level: int) -> int:
     return max(level, tasks_per_level)
 
 
-def repeat_tasks(tasks: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
-    """The first ``n`` tasks of ``tasks`` repeated: copy ``k >= 1`` has ids ``<id>#k``."""
+def first_tasks(tasks: Sequence[Task], n: int) -> list[Task]:
+    """The first ``n`` tasks of ``tasks`` repeated as often as it takes (copies ``ID#k``)."""
     if not tasks:
         raise ValueError("no tasks to repeat")
-    out = []
-    for i in range(n):
-        k, j = divmod(i, len(tasks))
-        task = tasks[j]
-        out.append({**task, "id": task["id"] if k == 0 else f"{task['id']}#{k}"})
-    return out
+    return repeat_tasks(list(tasks), -(-n // len(tasks)))[:n]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -148,11 +167,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--tasks-per-level",
-        type=_positive_int,
+        type=value_parser(Positive),
         default=DEFAULT_TASKS_PER_LEVEL,
         metavar="N",
-        help="tasks per level: max(level, N); the dataset is repeated when that exceeds it "
-        f"(default {DEFAULT_TASKS_PER_LEVEL})",
+        help="tasks per level: max(level, N); the dataset is repeated when that "
+        f"exceeds it (default {DEFAULT_TASKS_PER_LEVEL})",
     )
     parser.add_argument(
         "--sim-profile",
@@ -163,12 +182,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-procs",
-        type=_positive_int,
+        type=value_parser(Positive),
         metavar="N",
         help="concurrent test processes of each bench (default: one per core)",
     )
     parser.add_argument(
-        "--dataset", help="tasks JSON (default: the bundled HumanEval 100); also given to the sim"
+        "--dataset",
+        metavar="PATH",
+        help="tasks JSON (default: the bundled HumanEval 100); also the sim's",
     )
     parser.add_argument(
         "--pure-python", action="store_true", help="run the bench with the pure-Python speedups"
@@ -178,62 +199,182 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="ARG",
-        help="extra argument for every bench, repeatable; write it as --bench-arg=--flag=value",
+        help="extra argument for every bench, repeatable; write it as "
+        "--bench-arg=--flag=value (the benches read no LLM_*/BENCH_* variables)",
     )
     parser.add_argument(
         "--out", metavar="DIR", help="output directory (default results/sweep_<ts>)"
     )
 
 
-def _get(data: Any, path: str) -> Any:
-    for part in path.split("."):
-        if not isinstance(data, dict):
-            return None
-        data = data.get(part)
-    return data
+# ---- checking the options, before anything starts -------------------------------------------
 
 
-def _row(level: int, n: int, summary: dict[str, Any], path: Path, code: int) -> dict[str, Any]:
-    return {
-        "agents": level,
-        "tasks": n,
-        "tasks_done": _get(summary, "outcomes.tasks"),
-        "passed": _get(summary, "outcomes.passed"),
-        "pass_at_1": _get(summary, "outcomes.pass_at_1"),
-        "peak_rss_mib": _get(summary, "memory.peak_rss_mib"),
-        "runtime_cpu_ms_per_task": _get(summary, "cpu.runtime_ms_per_task"),
-        "runtime_cpu_ms_per_llm_call": _get(summary, "cpu.runtime_ms_per_llm_call"),
-        "llm_overhead_p99_ms": _get(summary, "latency.llm_overhead_ms.p99"),
-        "loop_lag_p99_ms": _get(summary, "loop_lag_ms.p99"),
-        "wall_seconds": summary.get("wall_seconds"),
-        "peak_agents_in_flight": _get(summary, "totals.peak_agents_in_flight"),
-        "concurrency": _get(summary, "settings.concurrency"),
-        "implementation": summary.get("implementation"),
-        "interrupted": summary.get("interrupted"),
-        "exit_code": code,
-        "summary": str(path),
-    }
+@dataclass(frozen=True)
+class Plan:
+    """What the sweep will run: ``levels`` are (agents, tasks); ``dataset`` is the bench's
+    (``base``, or the repeated copy in ``out``), ``base`` the sim's."""
+
+    profile: SimProfile
+    out: Path
+    base: Path
+    dataset: Path
+    levels: tuple[tuple[int, int], ...]
 
 
-def _cell(key: str, row: dict[str, Any]) -> str:
-    value = row.get(key)
-    if key == "passed":
-        done = row.get("tasks_done")
-        return "—" if value is None else f"{value}/{done}"
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.1f}" if key in ("peak_rss_mib", "wall_seconds") else f"{value:.2f}"
-    return str(value)
+def _check_bench_args(extra: Sequence[str]) -> None:
+    """The bench's own parser on ``extra``: SweepError for what it refuses, or for a setting
+    the sweep makes per level."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured), contextlib.redirect_stdout(captured):
+            parsed = build_parser("bench").parse_args(["bench", *extra])
+    except SystemExit as exc:
+        if not exc.code:  # --help or --version: printed, not an error of the parser's
+            raise SweepError("--bench-arg: --help and --version are no bench settings") from None
+        lines = captured.getvalue().strip().splitlines()
+        said = re.sub(r"^fastagent( bench)?: error: ", "", lines[-1]) if lines else ""
+        said = said.replace("(see --help)", "(see fastagent bench --help)")
+        raise SweepError(f"--bench-arg: {said or ' '.join(extra)}") from None
+    flags = {flag.field: flag.flag for flag in bench_flags()}
+    for field in _SET_BY_SWEEP:
+        if getattr(parsed, field, None) is not None:
+            raise SweepError(f"--bench-arg: {flags.get(field, field)} is set by the sweep itself")
+    if parsed.check:
+        raise SweepError("--bench-arg: --check runs no benchmark")
 
 
-def render_table(rows: list[dict[str, Any]], *, markdown: bool = False) -> str:
+def _output_dir(text: str | None) -> Path:
+    out = Path(text or f"results/sweep_{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SweepError(f"--out: cannot create {out}: {exc.strerror or exc}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise SweepError(f"--out: cannot write into {out}")
+    return out
+
+
+def _prepare(args: argparse.Namespace) -> Plan:
+    """Every option checked, the output directory made; SweepError (one line) otherwise."""
+    from ..sim.app import parse_profile
+
+    try:
+        profile = parse_profile(args.sim_profile or "")
+    except ValueError as exc:
+        raise SweepError(f"--sim-profile: {exc}") from None
+    _check_bench_args(args.bench_arg)
+    base = Path(args.dataset) if args.dataset else default_dataset_path()
+    try:
+        tasks = load_tasks(base)
+    except DatasetError as exc:
+        raise SweepError(f"--dataset: {exc}") from None
+    out = _output_dir(args.out)
+    levels = tuple(
+        (level, tasks_for_level(level, args.tasks_per_level)) for level in args.concurrency
+    )
+    most = max(n for _, n in levels)
+    dataset = base
+    if most > len(tasks):
+        dataset = out / f"dataset_{most}.json"
+        _write(dataset, lambda path: write_json_atomic(path, first_tasks(tasks, most)))
+    return Plan(profile, out, base, dataset, levels)
+
+
+def _write(path: Path, write: Callable[[Path], object]) -> None:
+    try:
+        write(path)
+    except OSError as exc:
+        raise SweepError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+# ---- running the levels ---------------------------------------------------------------------
+
+
+def _log(line: str) -> None:
+    print(f"fastagent sweep: {line}", file=sys.stderr, flush=True)
+
+
+def _estimate(plan: Plan) -> str:
+    total = sum(n for _, n in plan.levels)
+    cores = os.cpu_count() or 1
+    p = plan.profile
+    runs = total * (p.p_first + 2 * p.p_recover + 4 * max(0.0, 1 - p.p_first - p.p_recover))
+    floor = runs * PYTEST_CPU_S / cores
+    shown = f"{floor / 60:.1f} min" if floor >= 90 else f"{floor:.0f} s"
+    return (
+        f"{len(plan.levels)} level(s) {', '.join(str(level) for level, _ in plan.levels)}: "
+        f"{total} tasks, ~{runs:.0f} test runs; at >= {PYTEST_CPU_S:g} CPU-s each that is at "
+        f"least {shown} of tests on {cores} core(s); output in {plan.out}"
+    )
+
+
+def _bench_args(
+    plan: Plan, args: argparse.Namespace, base_url: str, level: int, n: int
+) -> list[str]:
+    results = plan.out / f"c{level}"
+    argv = [
+        *("--base-url", base_url, "--model", plan.profile.model),
+        *("--dataset", str(plan.dataset), "--tasks", str(n), "--concurrency", str(level)),
+        *("--work-dir", str(results / "work")),
+    ]
+    if args.max_procs:
+        argv += ["--max-procs", str(args.max_procs)]
+    if args.pure_python:
+        argv.append("--pure-python")
+    return [*argv, *args.bench_arg]
+
+
+def _row(level: int, n: int, view: SummaryView, run: children.BenchRun) -> dict[str, Any]:
+    row: dict[str, Any] = {"agents": level, "tasks": n}
+    row.update((key, view[metric]) for key, metric in _FROM_SUMMARY)
+    return {**row, "exit_code": run.returncode, "summary": str(view.path)}
+
+
+def _run_level(
+    plan: Plan, args: argparse.Namespace, base_url: str, level: int, n: int
+) -> tuple[dict[str, Any] | None, bool, int]:
+    """One bench: (its sweep.json row or None, whether to stop after it, the sweep's exit
+    code so far)."""
+    _log(f"level {level}: {n} tasks at concurrency {level}")
+    run = children.run_bench(
+        _bench_args(plan, args, base_url, level, n),
+        results_dir=plan.out / f"c{level}",
+        env=children.child_env(),
+    )
+    if run.stdout.strip():
+        print(run.stdout.rstrip(), file=sys.stderr, flush=True)
+    if run.summary is None:
+        if run.interrupted:
+            return None, True, ExitCode.INTERRUPTED
+        _log(f"level {level}: bench exited {run.returncode} without a summary")
+        bad = run.returncode == ExitCode.BAD_INPUT
+        return None, True, ExitCode.BAD_INPUT if bad else ExitCode.FAILED
+    try:
+        view = load_summary(run.summary)
+    except ReportError as exc:
+        _log(f"level {level}: unusable summary: {exc}")
+        return None, True, ExitCode.FAILED
+    stopped = run.interrupted or run.returncode == ExitCode.INTERRUPTED or bool(view["interrupted"])
+    return _row(level, n, view, run), stopped, ExitCode.INTERRUPTED if stopped else ExitCode.OK
+
+
+# ---- outputs --------------------------------------------------------------------------------
+
+
+def _cell(key: str, fmt: str, row: dict[str, Any]) -> str:
+    if fmt == "passed":
+        if row.get(key) is None:
+            return MISSING
+        return f"{format_value(row[key], 'int')}/{format_value(row.get('tasks_done'), 'int')}"
+    return format_value(row.get(key), fmt)
+
+
+def render_table(rows: Sequence[dict[str, Any]], *, markdown: bool = False) -> str:
     """The sweep table (plain text or Markdown)."""
-    from .report import format_table
-
     return format_table(
-        [header for _, header in COLUMNS],
-        [[_cell(key, row) for key, _ in COLUMNS] for row in rows],
+        [header for _, header, _ in COLUMNS],
+        [[_cell(key, fmt, row) for key, _, fmt in COLUMNS] for row in rows],
         markdown=markdown,
         align=[">"] * len(COLUMNS),
     )
@@ -248,11 +389,8 @@ def _describe(meta: dict[str, Any]) -> str:
     )
 
 
-def _write_outputs(out: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    data = {**meta, "levels": rows}
-    tmp = out / ".sweep.json.tmp"
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, out / "sweep.json")
+def _write_outputs(out: Path, meta: dict[str, Any], rows: Sequence[dict[str, Any]]) -> None:
+    _write(out / "sweep.json", lambda path: write_json_atomic(path, {**meta, "levels": rows}))
     markdown = [
         f"# fastagent sweep {meta['started_at']}",
         "",
@@ -265,215 +403,67 @@ def _write_outputs(out: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) 
     ]
     if meta.get("interrupted"):
         markdown += ["", "**Interrupted**: the table covers the levels that finished."]
-    (out / "sweep.md").write_text("\n".join(markdown) + "\n", encoding="utf-8")
+    text = "\n".join(markdown) + "\n"
+    _write(out / "sweep.md", lambda path: path.write_text(text, encoding="utf-8"))
 
 
-def write_chart(rows: list[dict[str, Any]], path: Path, title: str = "") -> bool:
-    """Write the 4-panel chart; False (nothing written) when matplotlib is missing."""
+def _chart(out: Path, meta: dict[str, Any], rows: Sequence[dict[str, Any]]) -> None:
+    title = f"fastagent sweep: python/{meta['implementation']}, simulated endpoint"
     try:
-        import matplotlib
-    except ImportError:
-        return False
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 7), layout="constrained")
-    axes = fig.subplots(2, 2).flatten()
-    for ax, (key, label) in zip(axes, _CHART, strict=True):
-        points = [(r["agents"], r[key]) for r in rows if r.get(key) is not None]
-        if points:
-            xs, ys = zip(*points, strict=True)
-            ax.plot(xs, ys, marker="o")
-            for x, y in points:
-                ax.annotate(f"{y:.3g}", (x, y), textcoords="offset points", xytext=(0, 6),
-                            ha="center", fontsize="small")  # fmt: skip
-        ax.set_xscale("log")
-        ax.minorticks_off()
-        levels = [r["agents"] for r in rows]
-        ax.set_xticks(levels, [str(level) for level in levels])
-        ax.set_xlabel("concurrent agents")
-        ax.set_title(label)
-        top = max((y for _, y in points), default=0)
-        ax.set_ylim(0, top * 1.2 if top > 0 else 1)
-        ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.savefig(path, dpi=110)
-    return True
+        _log(f"wrote {plots.sweep_chart(rows, _CHART, out / 'sweep.png', title)}")
+    except ReportError as exc:
+        _log(f"chart skipped: {exc}")
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt so the sim and the bench get stopped."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _run_bench(cmd: list[str]) -> tuple[int, str, bool]:
-    """Run one bench: (exit code, its stdout, whether the sweep was interrupted meanwhile).
-
-    On Ctrl-C or SIGTERM the bench is sent SIGINT (unless it got it too) and given a minute
-    to write the summary of the tasks it finished.
-    """
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
-    try:
-        stdout, _ = proc.communicate()
-    except KeyboardInterrupt:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-        try:
-            stdout, _ = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            stdout, _ = proc.communicate()
-        return proc.returncode, stdout or "", True
-    return proc.returncode, stdout, False
-
-
-def _newest_summary(results_dir: Path) -> Path | None:
-    found = sorted(results_dir.glob("*_summary.json"), key=lambda p: p.stat().st_mtime)
-    return found[-1] if found else None
-
-
-def _prepare(args: argparse.Namespace) -> tuple[Any, Path, Path, list[tuple[int, int]], Path]:
-    """Validate the options; returns (profile, out dir, base dataset, plan, bench dataset)."""
-    from ..dataset import DatasetError, default_dataset_path, load_tasks
-    from ..sim.app import parse_profile
-
-    try:
-        profile = parse_profile(args.sim_profile or "")
-    except ValueError as exc:
-        raise SweepError(f"--sim-profile: {exc}") from None
-    base = Path(args.dataset) if args.dataset else default_dataset_path()
-    try:
-        tasks = load_tasks(base)
-    except DatasetError as exc:
-        raise SweepError(str(exc)) from None
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    out = Path(args.out or f"results/sweep_{stamp}")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SweepError(f"cannot create output directory {out}: {exc.strerror or exc}") from None
-    plan = [(level, tasks_for_level(level, args.tasks_per_level)) for level in args.concurrency]
-    most = max(n for _, n in plan)
-    dataset = base
-    if most > len(tasks):
-        rows = json.loads(base.read_text(encoding="utf-8"))
-        dataset = out / f"dataset_{most}.json"
-        dataset.write_text(json.dumps(repeat_tasks(rows, most)), encoding="utf-8")
-    return profile, out, base, plan, dataset
-
-
-def main(args: argparse.Namespace, out: Callable[[str], None] | None = None) -> int:
-    """Run the sweep: 0 when every level wrote a summary, 1 when one did not, 2 on bad input,
-    130 when interrupted."""
-    from ..sim.launcher import SimProcess
-
-    emit = out or print
-
-    def log(line: str) -> None:
-        print(f"fastagent sweep: {line}", file=sys.stderr, flush=True)
-
-    try:
-        profile, out_dir, base, plan, dataset = _prepare(args)
-    except SweepError as exc:
-        print(f"fastagent sweep: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-
-    total = sum(n for _, n in plan)
-    cores = os.cpu_count() or 1
-    wrong = max(0.0, 1 - profile.p_first - profile.p_recover)
-    runs = total * (profile.p_first + 2 * profile.p_recover + 4 * wrong)
-    floor = runs * PYTEST_CPU_S / cores
-    log(
-        f"{len(plan)} level(s) {', '.join(str(level) for level, _ in plan)}: {total} tasks, "
-        f"~{runs:.0f} test runs; at >= {PYTEST_CPU_S:g} CPU-s each that is at least "
-        f"{f'{floor / 60:.1f} min' if floor >= 90 else f'{floor:.0f} s'} of tests on {cores} "
-        f"core(s); output in {out_dir}"
-    )
-    meta: dict[str, Any] = {
+def _meta(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
+    return {
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "implementation": None,
-        "sim_profile": profile.as_dict(),
+        "sim_profile": plan.profile.as_dict(),
         "base_url": None,
-        "dataset": str(base),
-        "bench_dataset": str(dataset),
+        "dataset": str(plan.base),
+        "bench_dataset": str(plan.dataset),
         "tasks_per_level": args.tasks_per_level,
         "max_procs": args.max_procs,
         "pure_python": bool(args.pure_python),
         "bench_args": list(args.bench_arg),
         "interrupted": False,
     }
+
+
+def main(args: argparse.Namespace, out: Callable[[str], None] | None = None) -> int:
+    """Run the sweep: 0 when every level wrote a summary, 1 when one did not, 130 when
+    interrupted. Bad input raises SweepError before anything starts (the CLI prints one
+    line and exits 2); so does a simulated endpoint that does not start."""
+    plan = _prepare(args)
+    meta = _meta(args, plan)
     rows: list[dict[str, Any]] = []
-    code = 0
-    sim_args = ["--dataset", str(base)]
-    if args.sim_profile:
-        sim_args += ["--profile", args.sim_profile]
-    sim = SimProcess(sim_args)
-    with _sigterm_as_interrupt():
+    _write_outputs(plan.out, meta, rows)
+    _log(_estimate(plan))
+    code: int = ExitCode.OK
+    sim = SimProcess.for_bench(str(plan.base), args.sim_profile)
+    with children.sigterm_as_interrupt():
         try:
-            try:
-                meta["base_url"] = sim.start()
-            except FastAgentError as exc:
-                print(f"fastagent sweep: error: {exc}", file=sys.stderr)
-                return EXIT_BAD_INPUT
-            log(f"simulated endpoint at {sim.base_url} (pid {sim.pid})")
-            for level, n in plan:
-                results_dir = out_dir / f"c{level}"
-                cmd = [
-                    sys.executable, "-m", "fastagent", "bench",
-                    "--base-url", sim.base_url, "--model", profile.model,
-                    "--dataset", str(dataset), "--tasks", str(n), "--concurrency", str(level),
-                    "--results-dir", str(results_dir), "--work-dir", str(results_dir / "work"),
-                ]  # fmt: skip
-                if args.max_procs:
-                    cmd += ["--max-procs", str(args.max_procs)]
-                if args.pure_python:
-                    cmd.append("--pure-python")
-                cmd += args.bench_arg
-                log(f"level {level}: {n} tasks at concurrency {level}")
-                bench_code, stdout, interrupted = _run_bench(cmd)
-                if stdout.strip():
-                    print(stdout.rstrip(), file=sys.stderr, flush=True)
-                path = _newest_summary(results_dir)
-                if path is None and interrupted:
-                    raise KeyboardInterrupt
-                if path is None:
-                    log(f"level {level}: bench exited {bench_code} without a summary")
-                    code = EXIT_BAD_INPUT if bench_code == EXIT_BAD_INPUT else 1
+            meta["base_url"] = sim.start()
+            _log(f"simulated endpoint at {sim.base_url} (pid {sim.pid})")
+            for level, n in plan.levels:
+                row, stop, code = _run_level(plan, args, sim.base_url, level, n)
+                if row is not None:
+                    rows.append(row)
+                    meta["implementation"] = meta["implementation"] or row["implementation"]
+                    _write_outputs(plan.out, meta, rows)
+                if stop:
                     break
-                summary = json.loads(path.read_text(encoding="utf-8"))
-                rows.append(_row(level, n, summary, path, bench_code))
-                meta["implementation"] = meta["implementation"] or summary.get("implementation")
-                _write_outputs(out_dir, meta, rows)
-                if interrupted or bench_code == 130 or summary.get("interrupted"):
-                    raise KeyboardInterrupt
         except KeyboardInterrupt:
-            meta["interrupted"] = True
-            code = 130
-            log("interrupted: the table covers the levels that finished")
+            code = ExitCode.INTERRUPTED
         finally:
             sim.stop()
-
-    _write_outputs(out_dir, meta, rows)
-    emit(f"fastagent sweep: {_describe(meta)}\n{render_table(rows)}")
+    if code == ExitCode.INTERRUPTED:
+        meta["interrupted"] = True
+        _log("interrupted: the table covers the levels that finished")
+    _write_outputs(plan.out, meta, rows)
+    (out or print)(f"fastagent sweep: {_describe(meta)}\n{render_table(rows)}")
     if rows:
-        title = f"fastagent sweep: python/{meta['implementation']}, simulated endpoint"
-        if write_chart(rows, out_dir / "sweep.png", title):
-            log(f"wrote {out_dir / 'sweep.png'}")
-        else:
-            log("chart skipped: matplotlib is not installed (pip install 'fastagent[plot]')")
-    log(f"wrote {out_dir / 'sweep.md'} and {out_dir / 'sweep.json'}")
+        _chart(plan.out, meta, rows)
+    _log(f"wrote {plan.out / 'sweep.md'} and {plan.out / 'sweep.json'}")
     return code

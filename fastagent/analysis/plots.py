@@ -1,0 +1,186 @@
+"""The charts of ``fastagent report --plot`` and ``fastagent sweep``: the one place that
+imports matplotlib (``pip install 'fastagent[plot]'``), with the Agg backend, and only when
+a chart is drawn.
+
+Every function raises :class:`~fastagent.errors.ReportError` (one line) when matplotlib is
+missing or a file cannot be written.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ReportError
+from .summaries import SummaryView, is_number
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["PLOT_HINT", "report_charts", "sweep_chart"]
+
+PLOT_HINT = "pip install 'fastagent[plot]'"
+
+#: (label, summary) of one column of the report
+Labelled = tuple[str, SummaryView]
+
+_PERCENTILES = ("p50", "p95", "p99")
+_LATENCY_PANELS = (
+    ("ttft_ms", "TTFT"),
+    ("itl_ms", "ITL"),
+    ("llm_e2e_ms", "LLM call E2E"),
+    ("llm_overhead_ms", "runtime overhead per call"),
+)
+
+
+def _figure_class() -> type[Figure]:
+    """matplotlib's Figure, the Agg backend selected; ReportError with the install hint when
+    matplotlib is missing."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ReportError(f"matplotlib is not installed ({PLOT_HINT})") from None
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    return Figure
+
+
+def _figure(**kwargs: Any) -> Figure:
+    return _figure_class()(layout="constrained", **kwargs)
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    try:
+        fig.savefig(path, dpi=110)
+    except OSError as exc:
+        raise ReportError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def _directory(path: str | Path) -> Path:
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReportError(f"cannot create {out}: {exc.strerror or exc}") from None
+    return out
+
+
+def _bars(ax: Axes, labels: Sequence[str], series: Mapping[str, Sequence[float | None]]) -> None:
+    """Grouped bars: one group per series name, one bar per label (None: no bar)."""
+    names = list(series)
+    n = max(1, len(labels))
+    width = 0.8 / n
+    for i, label in enumerate(labels):
+        xs = [j + (i - (n - 1) / 2) * width for j in range(len(names))]
+        ys = [series[name][i] for name in names]
+        ax.bar(xs, [math.nan if y is None else y for y in ys], width, label=label)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("ms")
+    ax.grid(axis="y", alpha=0.3)
+
+
+def _rss_timeline(runs: Sequence[Labelled], out: Path) -> Path | None:
+    timelines = []
+    for label, view in runs:
+        timeline = view["rss_timeline"] or {}
+        if timeline.get("t") and timeline.get("rss_mib"):
+            timelines.append((label, timeline, view.number("peak_rss_mib")))
+    if not timelines:
+        return None
+    fig = _figure(figsize=(8, 4.5))
+    ax = fig.add_subplot()
+    for label, timeline, peak in timelines:
+        (line,) = ax.plot(timeline["t"], timeline["rss_mib"], label=label)
+        if peak is not None:
+            ax.axhline(peak, linestyle=":", linewidth=0.8, color=line.get_color())
+    ax.set_xlabel("time since start (s)")
+    ax.set_ylabel("RSS (MiB)")
+    ax.set_title("runtime RSS over the run (dotted: kernel peak)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, out / "rss_timeline.png")
+
+
+def _latency_percentiles(runs: Sequence[Labelled], out: Path) -> Path:
+    labels = [label for label, _ in runs]
+    fig = _figure(figsize=(11, 7))
+    axes = fig.subplots(2, 2).flatten()
+    for ax, (name, title) in zip(axes, _LATENCY_PANELS, strict=True):
+        series = {q: [view.number(f"latency.{name}.{q}") for _, view in runs] for q in _PERCENTILES}
+        _bars(ax, labels, series)
+        ax.set_title(title)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3)
+    fig.suptitle("latency percentiles per run")
+    return _save(fig, out / "latency_percentiles.png")
+
+
+def _overhead_per_call(runs: Sequence[Labelled], out: Path) -> Path:
+    labels = [label for label, _ in runs]
+    fig = _figure(figsize=(10, 4.5))
+    left, right = fig.subplots(1, 2)
+    stats = (*_PERCENTILES, "mean")
+    series = {q: [view.number(f"latency.llm_overhead_ms.{q}") for _, view in runs] for q in stats}
+    _bars(left, labels, series)
+    left.set_title("runtime overhead per LLM call (client E2E − server time)")
+    cpu = {
+        "CPU / LLM call": [view.number("runtime_cpu_ms_per_llm_call") for _, view in runs],
+        "CPU / task": [view.number("runtime_cpu_ms_per_task") for _, view in runs],
+    }
+    _bars(right, labels, cpu)
+    right.set_title("runtime CPU")
+    fig.legend(*left.get_legend_handles_labels(), loc="outside lower center", ncols=3)
+    fig.suptitle("what the runtime adds per call")
+    return _save(fig, out / "overhead_per_call.png")
+
+
+def report_charts(runs: Sequence[Labelled], out_dir: str | Path) -> list[Path]:
+    """Write rss_timeline.png, latency_percentiles.png and overhead_per_call.png into
+    ``out_dir`` (created); a chart no run has data for is skipped. Returns what was written."""
+    _figure_class()  # matplotlib first: no directory is made when it is missing
+    out = _directory(out_dir)
+    written = [path for path in (_rss_timeline(runs, out),) if path is not None]
+    with_latency = [
+        (label, view)
+        for label, view in runs
+        if any(view[f"latency.{name}.p50"] is not None for name, _ in _LATENCY_PANELS)
+    ]
+    if with_latency:
+        written.append(_latency_percentiles(with_latency, out))
+        written.append(_overhead_per_call(with_latency, out))
+    return written
+
+
+def sweep_chart(
+    rows: Sequence[Mapping[str, Any]],
+    panels: Sequence[tuple[str, str]],
+    path: str | Path,
+    title: str = "",
+) -> Path:
+    """One panel per ``(key, title)`` of ``panels`` (at most 4): ``row[key]`` against
+    ``row["agents"]`` on a log x axis, each point annotated."""
+    fig = _figure(figsize=(10, 7))
+    axes = fig.subplots(2, 2).flatten()
+    levels = [int(row["agents"]) for row in rows]
+    for ax, (key, label) in zip(axes, panels, strict=False):
+        points = [(int(row["agents"]), float(row[key])) for row in rows if is_number(row.get(key))]
+        if points:
+            ax.plot([x for x, _ in points], [y for _, y in points], marker="o")
+            for x, y in points:
+                ax.annotate(f"{y:.3g}", (x, y), textcoords="offset points", xytext=(0, 6),
+                            ha="center", fontsize="small")  # fmt: skip
+        ax.set_xscale("log")
+        ax.minorticks_off()
+        ax.set_xticks(levels, [str(level) for level in levels])
+        ax.set_xlabel("concurrent agents")
+        ax.set_title(label)
+        top = max((y for _, y in points), default=0.0)
+        ax.set_ylim(0, top * 1.2 if top > 0 else 1)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, Path(path))
