@@ -63,8 +63,14 @@ class SimProcess:
         """Start the server and wait for its ready line; returns its base URL."""
         argv = [sys.executable, "-m", "fastagent", "sim", "--port", "0", *self.args]
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
+        # its own process group: a Ctrl-C at the terminal reaches the bench, which stops the
+        # server itself once it has written its results, never the server mid-stream
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            process_group=0,
         )
         try:
             line = self._read_line()
