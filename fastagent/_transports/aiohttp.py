@@ -1,7 +1,7 @@
 """aiohttp as the LLM client's transport (``--http-client aiohttp``), imported lean.
 
-``AiohttpTransport`` offers the same small surface as ``fastagent._transports.wire.WirePool`` (the
-default): ``request(method, target, body)`` gives a response with ``status``, ``header()``,
+``AiohttpTransport`` offers the same small surface as ``wire.WirePool`` (the default):
+``request(method, target, body)`` gives a response with ``status``, ``header()``,
 ``drain(sink)``, ``read_chunk()``, ``chunks()`` and ``read(limit)``, used as an async
 context manager, and errors surface as ``ConnectFailed``, ``ConnectionBroken`` (a head
 aiohttp's parser refuses: ``ProtocolError``) or ``TimeoutError``. Here ``drain`` pulls each
@@ -111,9 +111,8 @@ class AiohttpTransport:
         except aiohttp.ClientConnectorError as exc:
             raise ConnectFailed(str(exc)) from exc
         except aiohttp.ClientResponseError as exc:
-            if isinstance(
-                exc.__cause__, aiohttp.http_exceptions.HttpProcessingError
-            ):  # its parser refused the head
+            refused = aiohttp.http_exceptions.HttpProcessingError  # its parser refused the head
+            if isinstance(exc.__cause__, refused):
                 raise ProtocolError(" ".join(exc.message.split()) or "malformed response") from exc
             raise ConnectionBroken(str(exc) or type(exc).__name__) from exc
         except (aiohttp.ClientError, OSError) as exc:
