@@ -11,7 +11,7 @@
 Why not aiohttp, which ``--http-client aiohttp`` still selects: this benchmark measures the
 runtime's memory, and aiohttp is most of it. Importing aiohttp costs the measured process
 about 11 MiB, and each open aiohttp streaming connection about 18 KiB of RSS against about
-6.3 KiB here and 4.4 KiB for a bare protocol (``python bench/conn_floor.py --connections
+6.2 KiB here and 4.4 KiB for a bare protocol (``python bench/conn_floor.py --connections
 2000``, bench/memory-notes.md section 7): with thousands of agents in flight that is most of
 the runtime's resident set (results/memory.md). aiohttp parses with llhttp too; what costs
 is what it builds around the parser for every connection and response (a StreamReader, a
