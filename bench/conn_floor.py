@@ -8,7 +8,11 @@ fastagent's lean client (``fastagent._transports.wire``, the default) and for a 
 ``asyncio.Protocol`` writing the same request by hand. Each agent in flight holds one such
 connection, so this is the floor of the marginal memory per agent.
 
-    python bench/conn_floor.py --connections 2000
+    python bench/conn_floor.py --connections 2000 [--repeat 5] [--only wire]
+
+The figure moves by a few tenths of a KiB from run to run on a shared machine: with
+``--repeat N`` each client is measured N times (each in a fresh process) and the median
+is printed after the runs.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 import asyncio
 import gc
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -132,12 +137,27 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=2000)
-    parser.add_argument("--only", choices=HOLDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per client; prints medians")
+    parser.add_argument("--only", choices=HOLDERS, help="measure this client only")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.only is None:
-        for key in HOLDERS:  # each in a fresh process: freed memory would be reused otherwise
-            cmd = [sys.executable, __file__, "--connections", str(args.connections), "--only", key]
-            subprocess.run(cmd, check=True)
+    if not args.child:
+        # each run in a fresh process: freed memory would be reused otherwise
+        figures: dict[str, list[float]] = {}
+        for _ in range(args.repeat):
+            for key in [args.only] if args.only else HOLDERS:
+                cmd = [sys.executable, __file__, "--connections", str(args.connections)]
+                out = subprocess.run(
+                    [*cmd, "--only", key, "--child"], check=True, capture_output=True, text=True
+                ).stdout
+                print(out, end="", flush=True)
+                figures.setdefault(key, []).append(float(out.split(" KiB ")[0].split()[-1]))
+        if args.repeat > 1:
+            for key, values in figures.items():
+                print(
+                    f"median {HOLDERS[key][0]:27s} {statistics.median(values):6.2f} KiB "
+                    f"({args.repeat} runs: {', '.join(f'{v:.2f}' for v in values)})"
+                )
         return 0
     name, hold = HOLDERS[args.only]
     port = 18900 + list(HOLDERS).index(args.only)
@@ -148,7 +168,8 @@ def main() -> int:
     finally:
         server.kill()
         server.wait()
-    print(f"{name:24s} {per:6.1f} KiB per open streaming connection ({args.connections} held)")
+    print(f"{name:27s} {per:6.2f} KiB per open streaming connection ({args.connections} held)")
+    sys.stdout.flush()
     os._exit(0)
 
 

@@ -1,10 +1,11 @@
 """aiohttp as the LLM client's transport (``--http-client aiohttp``), imported lean.
 
-``AiohttpTransport`` offers the same small surface as ``fastagent._wire.WirePool`` (the
-default): ``request(method, target, body)`` gives a response with ``status``, ``header()``,
+``AiohttpTransport`` offers the same small surface as ``wire.WirePool`` (the default):
+``request(method, target, body)`` gives a response with ``status``, ``header()``,
 ``drain(sink)``, ``read_chunk()``, ``chunks()`` and ``read(limit)``, used as an async
-context manager, and errors surface as ``ConnectFailed``, ``ConnectionBroken`` or
-``TimeoutError``. Here ``drain`` pulls each chunk into the sink from the reading task.
+context manager, and errors surface as ``ConnectFailed``, ``ConnectionBroken`` (a head
+aiohttp's parser refuses: ``ProtocolError``) or ``TimeoutError``. Here ``drain`` pulls each
+chunk into the sink from the reading task.
 
 aiohttp's connector module creates a verified and an unverified ``ssl.SSLContext`` at
 import time, loading the system CA store into both: about 2 MiB of the measured
@@ -22,10 +23,13 @@ import socket
 import ssl
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
-from ..errors import ConnectFailed, ConnectionBroken
+from ..errors import ConnectFailed, ConnectionBroken, ProtocolError
 from .base import BodyReader, tls_context
+
+if TYPE_CHECKING:
+    from aiohttp.connector import AddrInfoType, SocketFactoryType
 
 if "aiohttp" in sys.modules:  # pragma: no cover - imported earlier by someone else
     import aiohttp
@@ -45,7 +49,7 @@ else:
 READ_BUFSIZE = 4096
 
 
-def _socket_factory(rcvbuf: int) -> Any:
+def _socket_factory(rcvbuf: int) -> SocketFactoryType:
     """Sockets with a fixed receive buffer (``Config.socket_rcvbuf``; 0 keeps the kernel's).
 
     One socket read hands aiohttp everything the kernel holds, and its parser turns that
@@ -53,7 +57,7 @@ def _socket_factory(rcvbuf: int) -> Any:
     streams outrunning the runtime, an autotuned buffer becomes tens of KiB per agent.
     """
 
-    def make(addr_info: tuple[Any, ...]) -> socket.socket:
+    def make(addr_info: AddrInfoType) -> socket.socket:
         family, type_, proto, _, _ = addr_info
         sock = socket.socket(family=family, type=type_, proto=proto)
         if rcvbuf:
@@ -106,6 +110,11 @@ class AiohttpTransport:
             raise
         except aiohttp.ClientConnectorError as exc:
             raise ConnectFailed(str(exc)) from exc
+        except aiohttp.ClientResponseError as exc:
+            refused = aiohttp.http_exceptions.HttpProcessingError  # its parser refused the head
+            if isinstance(exc.__cause__, refused):
+                raise ProtocolError(" ".join(exc.message.split()) or "malformed response") from exc
+            raise ConnectionBroken(str(exc) or type(exc).__name__) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise ConnectionBroken(str(exc) or type(exc).__name__) from exc
         return _Response(resp)
@@ -136,8 +145,8 @@ class _Response(BodyReader):
     async def __aenter__(self) -> _Response:
         return self
 
-    async def __aexit__(self, exc_type: object, *exc: object) -> None:
-        if exc_type is None:
+    async def __aexit__(self, *exc: object) -> None:
+        if not exc or exc[0] is None:
             self._resp.release()  # back to the pool if the body was read to its end
         else:
             self._resp.close()

@@ -11,32 +11,62 @@
 Why not aiohttp, which ``--http-client aiohttp`` still selects: this benchmark measures the
 runtime's memory, and aiohttp is most of it. Importing aiohttp costs the measured process
 about 11 MiB, and each open aiohttp streaming connection about 18 KiB of RSS against about
-4 KiB for a bare protocol (``python bench/conn_floor.py``): with thousands of agents in
-flight that is most of the runtime's resident set (results/memory.md). This module does only
-what an OpenAI-compatible endpoint needs: a keep-alive pool, Content-Length, chunked and
-read-until-close bodies, gzip/deflate if a server compresses anyway, flow control with a
-small buffer, connect and read timeouts, TLS through the event loop. No proxies, redirects,
-cookies or HTTP/2.
+6.2 KiB here and 4.4 KiB for a bare protocol (``python bench/conn_floor.py --connections
+2000``, bench/memory-notes.md section 7): with thousands of agents in flight that is most of
+the runtime's resident set (results/memory.md). aiohttp parses with llhttp too; what costs
+is what it builds around the parser for every connection and response (a StreamReader, a
+ResponseHandler, a ClientResponse with its multidicts, a timer per read). So this module
+keeps its own protocol, pool and flow control, and hands the HTTP/1.1 framing (status line,
+header syntax, Content-Length, chunked coding, keep-alive) to llhttp through httptools: one
+parser per connection, about 0.5 KiB, with one shared callback object (``_Callbacks``).
+
+It does only what an OpenAI-compatible endpoint needs: a keep-alive pool, Content-Length,
+chunked and read-until-close bodies, gzip/deflate if a server compresses anyway, flow control
+with a small buffer, connect and read timeouts, TLS through the event loop. No proxies,
+redirects, cookies or HTTP/2.
+
+What a response may be (RFC 9112, as a client): HTTP/1.1 or HTTP/1.0; interim 1xx answers
+before the final one are skipped; the body framed by Content-Length, by the chunked coding
+(extensions and trailer fields are accepted and ignored) or by the server closing the
+connection; Content-Encoding gzip, x-gzip or deflate is decoded. Anything else fails at once
+with ``ProtocolError`` naming what was wrong (bad status line, invalid header, conflicting or
+invalid Content-Length, bad chunk size, unsupported Transfer-Encoding or Content-Encoding, a
+head larger than ``MAX_HEAD``, an undecodable compressed body, an upgrade nobody asked for),
+and the connection is closed. Nothing raised while parsing reaches the event loop's
+exception handler: it becomes the connection's error, raised to the waiting reader.
 
 Errors: ``ConnectFailed`` (nothing was sent), ``ConnectionBroken`` (the connection failed or
 the server spoke broken HTTP after the request went out; ``StaleConnection`` when a reused
-connection was closed before any answer, so sending again is safe), ``TimeoutError`` (no
-byte for ``read_timeout`` seconds; checked by a ``Deadlines`` ticker, not a timer per read).
+connection was closed before any answer, so sending again is safe; ``ProtocolError`` when
+the bytes are not HTTP/1.1 a client may accept), ``TimeoutError`` (no byte for
+``read_timeout`` seconds; checked by a ``Deadlines`` ticker, not a timer per read).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import socket
 import ssl
 import time
+import zlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
+from httptools import (
+    HttpParserCallbackError,
+    HttpParserError,
+    HttpParserInvalidStatusError,
+    HttpResponseParser,
+)
+
 from .._deadlines import Deadlines
-from ..errors import ConnectFailed, ConnectionBroken, StaleConnection
-from .base import BodyReader, tls_context
+from ..errors import ConnectFailed, ConnectionBroken, ProtocolError, StaleConnection
+from .base import BodyReader, Sink, tls_context
+
+if TYPE_CHECKING:
+    from socket import _GetAddrInfoResult as _Addresses  # typeshed's name for the result
 
 #: Decoded body bytes a response buffers before its socket stops being read: a backlog
 #: waits in the kernel's (bounded) socket buffer instead of the measured heap.
@@ -45,29 +75,101 @@ READ_LIMIT = 512
 #: (asyncio.BufferedProtocol), so a stream the runtime cannot keep up with puts at most
 #: READ_LIMIT + READ_SIZE bytes in the heap, however much the kernel holds for it.
 READ_SIZE = 512
+#: Bytes of a response head (interim 1xx heads included), and of chunk size lines and
+#: trailer fields between two pieces of body, past which the response is refused (checked
+#: after each read, so up to one read more may pass).
 MAX_HEAD = 64 * 1024
 #: Seconds an idle kept-alive connection stays open.
 KEEPALIVE = 15.0
 _DNS_TTL = 300.0
+#: Decoded bytes one step of decompression may produce (a sink gets them piece by piece).
+_INFLATE_STEP = 64 * 1024
 
-# Response framing.
-_HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILER, _UNTIL_CLOSE, _DONE = range(8)
+
+class State(enum.IntEnum):
+    """Where a connection is in reading the response to its current request."""
+
+    #: waiting for (the rest of) the final response head
+    HEAD = 0
+    #: reading a body framed by Content-Length or the chunked coding
+    BODY = 1
+    #: reading a body that ends when the server closes the connection
+    UNTIL_CLOSE = 2
+    #: the response is complete (an idle connection in the pool is DONE too)
+    DONE = 3
+
+
+_HEAD, _BODY, _UNTIL_CLOSE, _DONE = State.HEAD, State.BODY, State.UNTIL_CLOSE, State.DONE
+
+#: Header fields a 2xx head is parsed with (framing and coding), and the one it keeps.
+_FRAMING = frozenset(
+    (b"content-type", b"content-length", b"transfer-encoding", b"content-encoding")
+)
+#: The connection whose bytes a parser is being fed (a stack: feeds do not nest in practice,
+#: but a sink that somehow caused one would find its own connection).
+_FEEDING: list[_Conn] = []
+
+
+class _AfterEnd(Exception):
+    """Raised in a parser callback to stop at bytes that follow the complete response."""
+
+
+class _Callbacks:
+    """The callback object of every connection's parser.
+
+    httptools calls a callback without saying for which parser, and takes its callbacks
+    with ``getattr`` once per parser. Bound methods of each connection would be five more
+    objects per connection, and so would methods of one shared instance (each ``getattr``
+    binds anew). These are plain functions (staticmethods, which ``getattr`` hands back
+    as the same function object for every parser): a parser costs only itself, and the
+    callbacks work on the connection being fed, ``_FEEDING[-1]``. Per open stream the
+    parser costs 0.46 KiB of RSS this way, 0.83 KiB with bound methods (bench/conn_floor.py,
+    bench/memory-notes.md section 7).
+    """
+
+    __slots__ = ()
+
+    @staticmethod
+    def on_message_begin() -> None:
+        if _FEEDING[-1].state is _DONE:
+            raise _AfterEnd
+
+    @staticmethod
+    def on_header(name: bytes, value: bytes) -> None:
+        _FEEDING[-1].on_field(name, value)
+
+    @staticmethod
+    def on_headers_complete() -> None:
+        _FEEDING[-1].on_head()
+
+    @staticmethod
+    def on_body(body: bytes) -> None:
+        _FEEDING[-1].on_body(body)
+
+    @staticmethod
+    def on_message_complete() -> None:
+        conn = _FEEDING[-1]
+        if conn.state is _BODY:  # HEAD: the end of an interim answer; DONE: a HEAD request's
+            conn.keep_alive = conn.parser.should_keep_alive()
+            conn.finish()
 
 
 class _Conn(asyncio.BufferedProtocol):
-    """One connection: parses responses into a small body buffer the reader drains."""
+    """One connection: feeds llhttp, and puts the decoded body into a small buffer (or a
+    sink) the reader drains."""
 
     __slots__ = (
         "body",
-        "buf",
-        "chunk_left",
         "decoder",
+        "encoding",
         "error",
+        "framing",
         "head",
-        "head_done",
         "keep_alive",
         "last_read",
         "loop",
+        "no_body",
+        "parser",
         "paused",
         "pool",
         "received",
@@ -81,58 +183,69 @@ class _Conn(asyncio.BufferedProtocol):
     def __init__(self, loop: asyncio.AbstractEventLoop, pool: WirePool) -> None:
         self.loop = loop
         self.pool = pool
+        # one for the connection's life: after a complete kept-alive response llhttp waits
+        # for the next one, and after anything else the connection is closed
+        self.parser = HttpResponseParser(_Callbacks)
         self.transport: asyncio.Transport | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.error: BaseException | None = None
-        self.buf = bytearray()
         self.body = bytearray()
         self.paused = False
-        self.sink: Callable[[bytes | memoryview], bool] | None = None
+        self.sink: Sink | None = None
         self.last_read = 0.0
         self.reset()
 
-    def reset(self) -> None:
+    def reset(self, method: str = "GET") -> None:
+        """Ready for the response to a ``method`` request."""
         self.state = _HEAD
         self.status = 0
-        self.head = b""
-        self.head_done = False
+        #: the kept header fields, ``name:value\r\n`` with names lower-cased: while the
+        #: head arrives a bytearray, then bytes (of a 2xx head, Content-Type only: a dict of
+        #: str would cost each agent in flight about 1 KiB)
+        self.head: bytes | bytearray = bytearray()
         self.keep_alive = False
         self.received = False
-        self.chunk_left = 0
-        self.decoder: Any = None
+        self.no_body = method == "HEAD"
+        self.framing = 0
+        self.encoding = ""
+        self.decoder: zlib._Decompress | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        if self.state == _UNTIL_CLOSE:
-            self._finish()
-        elif self.state != _DONE and self.error is None:
-            where = "response head" if self.state == _HEAD else "response body"
-            reason = f": {exc}" if exc else ""
-            self.error = ConnectionBroken(f"server closed the connection in the {where}{reason}")
+        try:
+            if self.state is _UNTIL_CLOSE and exc is None:
+                self.finish()
+            elif self.state is not _DONE and self.error is None:
+                where = "response head" if self.state is _HEAD else "response body"
+                reason = f": {exc}" if exc else ""
+                self.error = ConnectionBroken(
+                    f"server closed the connection in the {where}{reason}"
+                )
+        except Exception as error:  # the end of a compressed body, or the sink, failed
+            if self.error is None:
+                self.error = _as_connection_error(error)
         self._wake()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.pool.rview
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(self.pool.rview[:nbytes])  # every path below copies what it keeps
+        self.data_received(self.pool.rview[:nbytes])  # the parser copies what it passes on
 
     def data_received(self, data: bytes | memoryview) -> None:
         self.received = True
         self.last_read = self.loop.time()
-        try:
-            if self.state == _HEAD:
-                data = self._head(data)
-                if not data:
-                    return
-            self._body(data)
-        except ConnectionBroken as exc:
-            self._fail(exc)
+        if len(data) <= READ_SIZE:
+            self._feed(data)
+            return
+        view = memoryview(data)  # larger pieces (not from the shared buffer) one read at a time
+        for start in range(0, len(view), READ_SIZE):
+            self._feed(view[start : start + READ_SIZE])
 
     def eof_received(self) -> bool:
         return False  # close; connection_lost sorts out what the EOF meant
@@ -145,152 +258,136 @@ class _Conn(asyncio.BufferedProtocol):
 
     # -- parsing ------------------------------------------------------------------------
 
-    def _head(self, data: bytes | memoryview) -> bytes:
-        buf = self.buf
-        buf += data
-        while True:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > MAX_HEAD:
-                    raise ConnectionBroken(f"response head larger than {MAX_HEAD} bytes")
-                return b""
-            head = bytes(buf[:end])
-            del buf[: end + 4]
-            status = self._parse_head(head)
-            if not 100 <= status < 200:  # skip 100 Continue and other interim answers
-                break
-        rest = bytes(buf)
-        buf.clear()
-        self.head_done = True
-        self._wake()
-        return rest
+    def _feed(self, data: bytes | memoryview) -> None:
+        """Parse ``data``. Whatever goes wrong ends here as the connection's error (or, for
+        bytes after a complete response, as a connection not to reuse): never raised."""
+        if self.error is not None:  # failed already, and closing
+            return
+        if self.state is _DONE:  # no response awaited (an idle connection), or after one
+            self.keep_alive = False
+            self.close()
+            return
+        self.framing += len(data)
+        _FEEDING.append(self)
+        try:
+            self.parser.feed_data(data)
+            if self.framing > MAX_HEAD and self.state is not _DONE:
+                what = "response head" if self.state is _HEAD else "chunk size lines and trailers"
+                raise ProtocolError(f"{what} larger than {MAX_HEAD} bytes")
+        except Exception as exc:
+            error = self._failure(exc)
+            if error is None:  # bytes after the response: it stands, the connection goes
+                self.keep_alive = False
+                self.close()
+            else:
+                self._fail(error)
+        finally:
+            _FEEDING.pop()
 
-    def _parse_head(self, head: bytes) -> int:
-        end = head.find(b"\r\n")
-        version, _, rest = (head if end < 0 else head[:end]).decode("latin-1").partition(" ")
-        code = rest[:3]
-        if not version.startswith("HTTP/1.") or not code.isdigit():
-            raise ConnectionBroken(f"not an HTTP/1.x response: {version} {rest}"[:100])
-        headers = parse_headers(head)
-        self.status = status = int(code)
-        # Only the raw head is kept (for ``header()``; a dict of str would cost each agent in
-        # flight about 1 KiB), and of a 2xx head only the status line and Content-Type.
+    def _failure(self, exc: Exception) -> BaseException | None:
+        """What a failed feed means for the reader: its error, or None when only bytes after
+        a complete response were refused."""
+        if self.error is not None:  # the sink raised: drain() raises that
+            return self.error
+        cause = exc.__context__ if isinstance(exc, HttpParserCallbackError) else exc
+        if isinstance(cause, _AfterEnd):
+            return None
+        if cause is not None and not isinstance(cause, Exception):
+            raise cause  # KeyboardInterrupt or SystemExit in a sink: not the server's doing
+        if isinstance(cause, HttpParserError):
+            return None if self.state is _DONE else ProtocolError(_describe(cause, self.state))
+        return _as_connection_error(cause or exc)
+
+    def on_field(self, name: bytes, value: bytes) -> None:
+        if self.state is not _HEAD:
+            return  # a trailer field, after the last chunk: nothing a client needs
+        name = name.lower()
+        if name in _FRAMING or not 200 <= self.parser.get_status_code() < 300:
+            self.head += b"%s:%s\r\n" % (name, value.strip(b" \t"))
+
+    def on_head(self) -> None:
+        """The end of a head: an interim answer is forgotten; a final one sets the framing
+        and coding of the body, or is refused."""
+        parser = self.parser
+        status = parser.get_status_code()
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise ProtocolError(f"bad status line: HTTP/{version} is not HTTP/1.x")
+        if not 100 <= status <= 599:
+            raise ProtocolError(f"bad status line: status code {status:03d} is not 100-599")
+        if status < 200:
+            if status == 101:
+                raise ProtocolError("unexpected 101 Switching Protocols: no upgrade was asked for")
+            self.head = bytearray()  # 100 Continue, 103 Early Hints, ...: skipped
+            return
+        fields = header_fields(self.head)
+        has_body = not (self.no_body or status in (204, 304))
+        chunked = "transfer-encoding" in fields
+        if chunked:
+            coding = fields["transfer-encoding"]
+            if version == "1.0" or _codings(coding) != ["chunked"]:
+                in_10 = " in an HTTP/1.0 response" if version == "1.0" else ""
+                raise ProtocolError(f"unsupported Transfer-Encoding {coding!r}{in_10}")
+        if has_body:
+            self.encoding = _content_coding(fields.get("content-encoding", ""))
+        self.status = status
         if 200 <= status < 300:
-            ctype = headers.get("content-type", "").encode("latin-1")
-            self.head = head[: max(end, 0)] + b"\r\ncontent-type: " + ctype
+            ctype = fields.get("content-type")
+            self.head = b"" if ctype is None else b"content-type:%s\r\n" % ctype.encode("latin-1")
         else:
-            self.head = head
-        connection = headers.get("connection", "").lower()
-        if version == "HTTP/1.0":
-            self.keep_alive = "keep-alive" in connection
-        else:
-            self.keep_alive = "close" not in connection
-        if 100 <= status < 200:
-            return status
-        encoding = headers.get("content-encoding", "identity").lower()
-        if encoding in ("gzip", "deflate", "x-gzip"):
-            import zlib
-
-            self.decoder = zlib.decompressobj(zlib.MAX_WBITS | (16 if "gzip" in encoding else 0))
-        elif encoding not in ("identity", ""):
-            raise ConnectionBroken(f"unsupported Content-Encoding {encoding!r}")
-        if status in (204, 304):
-            self._finish()
-        elif "chunked" in headers.get("transfer-encoding", "").lower():
-            self.state = _CHUNK_SIZE
-        elif "content-length" in headers:
-            length = headers["content-length"]
-            if not length.isdigit():
-                raise ConnectionBroken(f"invalid Content-Length {length!r}")
-            self.chunk_left = int(length)
-            self.state = _LENGTH
-            if not self.chunk_left:
-                self._finish()
+            self.head = bytes(self.head)
+        self.framing = 0
+        if self.no_body:  # a HEAD request's answer: done, and never reused (llhttp would
+            self.finish()  # take what follows for the body the head describes)
+            return
+        if not has_body or chunked or "content-length" in fields:
+            self.state = _BODY  # (204 and 304: llhttp completes the message next)
         else:
             self.state = _UNTIL_CLOSE
-            self.keep_alive = False
-        return status
+        self._wake()
 
-    def _body(self, data: bytes | memoryview) -> None:
-        state = self.state
-        if state == _LENGTH:
-            take = self.chunk_left
-            if len(data) > take:
-                self.keep_alive = False
-                data = data[:take]
-            self.chunk_left = take - len(data)
-            self._push(data)
-            if not self.chunk_left:
-                self._finish()
-        elif state == _UNTIL_CLOSE:
-            self._push(data)
-        elif state == _DONE:
-            self.keep_alive = False  # bytes after the response: never reuse this connection
-            self.close()
+    def on_body(self, data: bytes) -> None:
+        self.framing = 0
+        if self.state is _DONE:  # the body of a HEAD request's answer
+            raise _AfterEnd
+        if self.encoding:
+            self._inflate(data)
         else:
-            self._chunked(data)
-
-    def _chunked(self, data: bytes | memoryview) -> None:
-        buf = self.buf
-        if not buf and self.state == _CHUNK_DATA and len(data) <= self.chunk_left:
-            self.chunk_left -= len(data)  # the common case: part of one chunk, no copies
             self._push(data)
-            if not self.chunk_left:
-                self.state = _CHUNK_END
-            return
-        buf += data
-        while buf:
-            state = self.state
-            if state == _CHUNK_DATA:
-                n = min(self.chunk_left, len(buf))
-                self._push(bytes(buf[:n]))
-                del buf[:n]
-                self.chunk_left -= n
-                if not self.chunk_left:
-                    self.state = _CHUNK_END
-                continue
-            end = buf.find(b"\n")
-            if end < 0:
-                if len(buf) > 4096:
-                    raise ConnectionBroken("chunked body: line longer than 4096 bytes")
-                return
-            line = bytes(buf[:end]).rstrip(b"\r")
-            del buf[: end + 1]
-            if state == _CHUNK_SIZE:
-                size = line.split(b";", 1)[0].strip()
-                try:
-                    self.chunk_left = int(size, 16)
-                except ValueError:
-                    raise ConnectionBroken(f"chunked body: bad chunk size {size[:20]!r}") from None
-                self.state = _CHUNK_DATA if self.chunk_left else _TRAILER
-            elif state == _CHUNK_END:
-                if line:
-                    raise ConnectionBroken("chunked body: chunk longer than its size")
-                self.state = _CHUNK_SIZE
-            elif state == _TRAILER:
-                if not line:
-                    if buf:
-                        self.keep_alive = False
-                        buf.clear()
-                    self._finish()
-                    return
-            else:  # pragma: no cover - _DONE with bytes left in buf
-                self.keep_alive = False
-                buf.clear()
 
-    def _push(self, data: bytes | memoryview) -> None:
-        if self.decoder is not None:
-            data = self.decoder.decompress(data)
-        if not data:
-            return
+    def _inflate(self, data: bytes) -> None:
+        decoder = self.decoder
+        gzip = self.encoding == "gzip"
+        try:
+            if decoder is None:
+                # deflate is the zlib format (RFC 9110 8.4.1.2); some servers send raw deflate,
+                # told by the first byte as aiohttp does (a zlib stream's low nibble is 8)
+                wbits = 16 + zlib.MAX_WBITS if gzip else -zlib.MAX_WBITS
+                if not gzip and data[0] & 0x0F == 8:
+                    wbits = zlib.MAX_WBITS
+                decoder = self.decoder = zlib.decompressobj(wbits)
+            while data:
+                if decoder.eof:
+                    if not gzip:
+                        raise ProtocolError("deflate body: bytes after its compressed stream")
+                    decoder = self.decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)  # a member
+                out = decoder.decompress(data, _INFLATE_STEP)
+                data = decoder.unused_data if decoder.eof else decoder.unconsumed_tail
+                if out:
+                    self._push(out)
+        except zlib.error as exc:
+            raise ProtocolError(f"undecodable {self.encoding} body: {exc}") from None
+
+    def _push(self, data: bytes) -> None:
         sink = self.sink
         if sink is not None:
             try:
                 stop = sink(data)
             except Exception as exc:
                 self.sink = None
-                self._fail(exc)
-                return
+                if self.error is None:
+                    self.error = exc  # what the sink raised is raised from drain()
+                raise
             if stop:
                 self.sink = None
                 self._wake()
@@ -301,12 +398,19 @@ class _Conn(asyncio.BufferedProtocol):
             self.transport.pause_reading()
         self._wake()
 
-    def _finish(self) -> None:
-        if self.decoder is not None:
-            tail = self.decoder.flush()
+    def finish(self) -> None:
+        """The body is complete: the rest of a compressed one is decoded, and it must end."""
+        decoder = self.decoder
+        if decoder is not None:
             self.decoder = None
+            try:
+                tail = decoder.flush()
+            except zlib.error as exc:
+                raise ProtocolError(f"undecodable {self.encoding} body: {exc}") from None
             if tail:
                 self._push(tail)
+            if not decoder.eof:
+                raise ProtocolError(f"{self.encoding} body ends before its compressed stream")
         self.state = _DONE
         self._wake()
 
@@ -314,6 +418,7 @@ class _Conn(asyncio.BufferedProtocol):
         if self.error is None:
             self.error = exc
         self.keep_alive = False
+        self.sink = None
         if self.transport is not None:
             self.transport.close()
         self._wake()
@@ -348,7 +453,7 @@ class _Conn(asyncio.BufferedProtocol):
                 self.pool.deadlines.arm(self, silent_until)
             elif not waiter.done():
                 waiter.set_exception(TimeoutError())
-        elif self.state == _DONE:  # idle in the pool for KEEPALIVE seconds
+        elif self.state is _DONE:  # idle in the pool for KEEPALIVE seconds
             self.pool._drop(self)
 
     def take(self) -> bytes:
@@ -365,20 +470,71 @@ class _Conn(asyncio.BufferedProtocol):
             self.transport = None
 
 
-def parse_headers(head: bytes) -> dict[str, str]:
-    """The header fields of a response head (status line first, no final blank line)."""
-    headers: dict[str, str] = {}
-    for line in head.decode("latin-1").split("\r\n")[1:]:
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip():
-            raise ConnectionBroken(f"malformed response header line {line[:80]!r}")
-        name = name.lower()
-        value = value.strip()
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    return headers
+def header_fields(head: bytes | bytearray) -> dict[str, str]:
+    """Kept header fields (``name:value`` lines) by lower-cased name, repeated ones joined
+    with ``, ``."""
+    fields: dict[str, str] = {}
+    for line in head.decode("latin-1").split("\r\n"):
+        name, _, value = line.partition(":")
+        if name:
+            fields[name] = f"{fields[name]}, {value}" if name in fields else value
+    return fields
 
 
-def _retrieve(future: asyncio.Future[Any]) -> None:
+def _codings(value: str) -> list[str]:
+    """The codings of a Transfer-Encoding or Content-Encoding value, lower-cased (empty list
+    elements are allowed and ignored, RFC 9110 5.6.1)."""
+    return [coding for part in value.lower().split(",") if (coding := part.strip(" \t"))]
+
+
+def _content_coding(value: str) -> str:
+    """``''``, ``'gzip'`` or ``'deflate'`` for a Content-Encoding value; ProtocolError else."""
+    codings = _codings(value)
+    if not codings or codings == ["identity"]:
+        return ""
+    if codings in (["gzip"], ["x-gzip"]):
+        return "gzip"
+    if codings == ["deflate"]:
+        return "deflate"
+    raise ProtocolError(f"unsupported Content-Encoding {value!r}")
+
+
+def _describe(exc: HttpParserError, state: State) -> str:
+    """What llhttp refused, named (its reason, e.g. ``Invalid character in chunk size``,
+    follows); ``state`` says where it was."""
+    reason = str(exc) or type(exc).__name__
+    low = reason.lower()
+    if "chunk size" in low:
+        what = "bad chunk size"
+    elif "chunk" in low:
+        what = "bad chunked body"
+    elif "transfer-encoding" in low:
+        what = "conflicting Content-Length and Transfer-Encoding"
+    elif "duplicate content-length" in low:
+        what = "conflicting Content-Length"
+    elif "content-length" in low:
+        what = "invalid Content-Length"
+    elif isinstance(exc, HttpParserInvalidStatusError) or any(
+        word in low for word in ("status", "version", "response line", "http/", "dot")
+    ):
+        what = "bad status line"
+    elif "header" in low or "start line" in low:
+        what = "invalid header" if state is _HEAD else "invalid trailer field"
+    else:
+        what = "malformed response head" if state is _HEAD else "malformed response body"
+    return f"{what}: {reason}"
+
+
+def _as_connection_error(exc: BaseException) -> BaseException:
+    """A ConnectionBroken as it is; anything else (an error of this module's own) wrapped."""
+    if isinstance(exc, ConnectionBroken):
+        return exc
+    error = ProtocolError(f"cannot read the response: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def _retrieve(future: asyncio.Future[_Addresses]) -> None:
     if not future.cancelled():
         future.exception()  # a lookup nobody else waited for fails quietly
 
@@ -396,24 +552,24 @@ class WireResponse(BodyReader):
     def headers(self) -> dict[str, str]:
         """The response headers, names lower-cased (repeated ones joined with ``, ``); of a
         2xx response only Content-Type is kept."""
-        return parse_headers(self._conn.head)
+        return header_fields(self._conn.head)
 
     def header(self, name: str) -> str:
         """A response header by case-insensitive name, or ``''`` (2xx: Content-Type only)."""
-        return parse_headers(self._conn.head).get(name.lower(), "")
+        return header_fields(self._conn.head).get(name.lower(), "")
 
     async def read_chunk(self) -> bytes:
         """The next decoded body bytes as they arrive; ``b''`` once the body is complete."""
         conn = self._conn
         while not conn.body:
-            if conn.state == _DONE:
+            if conn.state is _DONE:
                 return b""
             if conn.error is not None:
                 raise conn.error
             await conn.wait()
         return conn.take()
 
-    async def drain(self, sink: Callable[[bytes | memoryview], bool]) -> None:
+    async def drain(self, sink: Sink) -> None:
         """Hand the body to ``sink`` as it arrives until it ends or ``sink`` returns True.
 
         ``sink`` runs inside the protocol's own callback: no task wakes up per read and
@@ -426,7 +582,7 @@ class WireResponse(BodyReader):
             return
         conn.sink = sink
         try:
-            while conn.sink is not None and conn.state != _DONE:
+            while conn.sink is not None and conn.state is not _DONE:
                 if conn.error is not None:
                     break
                 await conn.wait()
@@ -437,7 +593,7 @@ class WireResponse(BodyReader):
 
     def release(self) -> None:
         conn = self._conn
-        if conn.state == _DONE and conn.keep_alive and conn.error is None and not conn.body:
+        if conn.state is _DONE and conn.keep_alive and conn.error is None and not conn.body:
             conn.pool._put(conn)
         else:
             conn.close()
@@ -480,9 +636,9 @@ class WirePool:
         # seconds (as aiohttp does) so that a run's quiet phases hold no sockets
         self._idle: dict[_Conn, None] = {}
         self.rview = memoryview(bytearray(READ_SIZE))
-        self._addrs: list[tuple[Any, ...]] = []
+        self._addrs: _Addresses = []
         self._addrs_at = 0.0
-        self._resolving: asyncio.Future[list[tuple[Any, ...]]] | None = None
+        self._resolving: asyncio.Future[_Addresses] | None = None
         self._closed = False
 
     async def request(
@@ -504,7 +660,7 @@ class WirePool:
         reused = conn is not None
         if conn is None:
             conn = await self._connect()
-        conn.reset()
+        conn.reset(method)
         assert conn.transport is not None
         if callable(body):
             body = body()
@@ -517,7 +673,7 @@ class WirePool:
         )
         del body
         try:
-            while not conn.head_done:
+            while conn.state is _HEAD:
                 if conn.error is not None:
                     raise conn.error
                 await conn.wait()
@@ -559,7 +715,7 @@ class WirePool:
         self._idle.pop(conn, None)
         conn.close()
 
-    async def _resolve(self) -> list[tuple[Any, ...]]:
+    async def _resolve(self) -> _Addresses:
         """The origin's addresses: one lookup at a time, whatever the number of agents asking
         (a burst of thousands of new connections would otherwise be thousands of lookups)."""
         now = time.monotonic()
