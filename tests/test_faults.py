@@ -3,7 +3,9 @@
 Each fault kind of ``fastagent sim --fault`` gets a defined outcome: a bounded number of
 retries then an LLMError with the right ``cause`` (rate 1), a success after seeded
 retries (rate 0.5), or, for replies that are well-formed but useless, a failed attempt
-the agent feeds back. Timeouts are short so every test ends in a few seconds.
+the agent feeds back. Timeouts are short so every test ends in a few seconds; a test
+asserts how long something took only from below (a deadline or a wait that must have
+passed), never from above, so a busy machine cannot fail it.
 """
 
 from __future__ import annotations
@@ -125,6 +127,7 @@ def with_sim_client(
     data: tuple[Path, Path, list[Task]],
     profile: SimProfile,
     body: Callable[[LLMClient], Awaitable[Any]],
+    telemetry: Telemetry | None = None,
     **config: Any,
 ) -> tuple[Any, dict[str, Any]]:
     """Serve ``profile`` in-process, run ``body`` with a client; its result and sim stats."""
@@ -134,7 +137,7 @@ def with_sim_client(
         runner, base = await start_sim(profile, tasks_path, solutions_path)
         try:
             cfg = Config(base_url=base, **{**FAST, **config})
-            async with LLMClient(cfg, Telemetry()) as client:
+            async with LLMClient(cfg, telemetry or Telemetry()) as client:
                 result = await body(client)
                 status, raw = await client.fetch("/sim/stats", 5.0)
                 assert status == 200
@@ -150,6 +153,7 @@ def call(
     data: tuple[Path, Path, list[Task]],
     faults: Faults,
     seed: int = 0,
+    telemetry: Telemetry | None = None,
     **config: Any,
 ) -> Outcome:
     """One chat completion for the first task through a sim injecting ``faults``."""
@@ -171,7 +175,7 @@ def call(
             dict(telemetry.retry_causes),
         )
 
-    outcome, stats = with_sim_client(data, sim_profile(faults, seed), body, **config)
+    outcome, stats = with_sim_client(data, sim_profile(faults, seed), body, telemetry, **config)
     outcome.sim_stats = stats
     return outcome
 
@@ -211,13 +215,29 @@ def test_http_fault_is_retried_then_reported(small_data: Any, kind: FaultKind) -
     assert f"simulated fault {kind}" in str(error)
     assert outcome.llm_calls == 3 and outcome.retry_causes == {kind: 2}
     assert outcome.sim_stats == {"requests": 3, "faults": {kind: 3}}
-    assert outcome.elapsed < 2
+
+
+class EventLog(Telemetry):
+    """Telemetry that keeps every event it is told of."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def event(self, kind: str, **fields: Any) -> None:
+        self.events.append((kind, fields))
 
 
 def test_http_429_retry_after_is_honoured(small_data: Any) -> None:
-    outcome = call(small_data, ((FaultKind.HTTP_429, 1.0),), llm_retries=1, backoff_max=5.0)
+    """The retry waits the 1 s of Retry-After, not the jitter under backoff_base (0.01 s)."""
+    log = EventLog()
+    outcome = call(
+        small_data, ((FaultKind.HTTP_429, 1.0),), telemetry=log, llm_retries=1, backoff_max=5.0
+    )
     assert outcome.error is not None and outcome.error.cause == "http_429"
-    assert 0.95 <= outcome.elapsed < 3.0
+    retries = [fields for kind, fields in log.events if kind == "retry"]
+    assert [r["delay"] for r in retries] == [1.0]
+    assert outcome.elapsed >= 0.95
 
 
 def test_refuse_is_a_connection_error(small_data: Any) -> None:
@@ -266,7 +286,6 @@ def test_huge_line_is_cut_off_at_the_line_cap(small_data: Any) -> None:
     assert outcome.error is not None and outcome.error.cause == "line_too_long"
     assert "longer than" in str(outcome.error)
     assert outcome.llm_calls == 3 and outcome.retry_causes == {"line_too_long": 2}
-    assert outcome.elapsed < 5
 
 
 def test_huge_line_with_a_bigger_completion_cap_still_hits_the_line_cap(small_data: Any) -> None:
@@ -287,14 +306,14 @@ def test_stall_ends_at_the_read_timeout(small_data: Any) -> None:
     outcome = call(small_data, ((FaultKind.STALL, 1.0),), llm_retries=1, read_timeout=0.3)
     assert outcome.error is not None and outcome.error.cause == "read_timeout"
     assert outcome.retry_causes == {"read_timeout": 1}
-    assert 0.55 <= outcome.elapsed < 2.5
+    assert outcome.elapsed >= 0.55  # two attempts, each silent for the read timeout
 
 
 def test_stall_ends_at_the_call_deadline(small_data: Any) -> None:
     outcome = call(small_data, ((FaultKind.STALL, 1.0),), llm_retries=1, call_timeout=0.5)
     assert outcome.error is not None and outcome.error.cause == "call_timeout"
     assert "no complete answer within 0.5s (after 1 retries)" in str(outcome.error)
-    assert 0.95 <= outcome.elapsed < 3.0
+    assert outcome.elapsed >= 0.95  # two attempts, each ended by the call deadline
 
 
 def test_no_done_keepalives_defeat_the_read_timeout_but_not_the_call_deadline(
@@ -306,7 +325,7 @@ def test_no_done_keepalives_defeat_the_read_timeout_but_not_the_call_deadline(
         small_data, ((FaultKind.NO_DONE, 1.0),), llm_retries=0, read_timeout=1.5, call_timeout=2.5
     )
     assert outcome.error is not None and outcome.error.cause == "call_timeout"
-    assert 2.4 <= outcome.elapsed < 4.0
+    assert outcome.elapsed >= 2.4  # past the read timeout: the deadline ended it
     assert outcome.sim_stats["faults"] == {FaultKind.NO_DONE: 1}
 
 
@@ -390,7 +409,7 @@ def test_task_deadline_ends_a_stalled_task(small_data: Any, tmp_path: Path) -> N
     )
     assert result.status == "error"
     assert result.reason == "task deadline of 0.5s passed"
-    assert 0.5 <= elapsed < 2.0
+    assert elapsed >= 0.5
 
 
 # ---- rate 0.5 with a fixed seed: retried, then the call succeeds --------------------------
@@ -482,7 +501,6 @@ def test_non_streamed_request_faults(small_data: Any, kind: FaultKind) -> None:
     assert outcome.error.cause == BODY_CAUSES[kind]
     expected_calls = 1 if kind is FaultKind.HUGE_LINE else 2
     assert outcome.llm_calls == expected_calls
-    assert outcome.elapsed < 5
 
 
 @pytest.mark.parametrize("kind", [FaultKind.EMPTY, FaultKind.NO_CODE])
@@ -538,7 +556,6 @@ def test_bench_cli_with_transient_faults_finishes(tmp_path: Path) -> None:
 
 
 def test_bench_cli_with_a_stalling_endpoint_ends_every_task_in_error(tmp_path: Path) -> None:
-    t0 = time.monotonic()
     code, output, out = run_bench_cli(
         tmp_path,
         "--sim-profile",
@@ -548,7 +565,6 @@ def test_bench_cli_with_a_stalling_endpoint_ends_every_task_in_error(tmp_path: P
         "--llm-retries",
         "1",
     )
-    elapsed = time.monotonic() - t0
     assert code == ExitCode.FAILED, output  # every task errored
     rows, summary = read_results(out)
     assert len(rows) == 4
@@ -557,7 +573,6 @@ def test_bench_cli_with_a_stalling_endpoint_ends_every_task_in_error(tmp_path: P
         assert row["reason"] == "llm: no complete answer within 2s (after 1 retries)"
     assert summary.totals.errors_by_cause == {"call_timeout": 4}
     assert summary.totals.retries_by_cause == {"call_timeout": 4}
-    assert elapsed < 20
 
 
 def test_bench_cli_rejects_an_unknown_fault(tmp_path: Path) -> None:

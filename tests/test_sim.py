@@ -20,10 +20,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from fastagent.cli import Parser
 from fastagent.errors import ExitCode
 from fastagent.sim import server
+from fastagent.sim.app import SimApp
 from fastagent.sim.data import WRONG_BODY, Outcome, TaskIndex, plan, tokenize, wrong_code
 from fastagent.sim.faults import FAULTS, HUGE_LINE_BYTES, NO_CODE_REPLY, FaultKind, pick_fault
 from fastagent.sim.profile import SimProfile, parse_fault, parse_faults, parse_profile
@@ -147,11 +149,40 @@ def data(tmp_path: Path) -> Fixture:
     )
 
 
+#: Seconds after which a test that waits for something gives up: a guard against a hang,
+#: never a claim about speed.
+HANG_GUARD = 30.0
+
+
+class TrackedApp(SimApp):
+    """A SimApp that reports each return of its chat handler on ``returned``."""
+
+    def __init__(self, profile: SimProfile, data: Fixture) -> None:
+        super().__init__(profile, data.tasks, data.solutions)
+        self.returned: asyncio.Queue[None] = asyncio.Queue()
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await super().chat(request)
+        finally:
+            self.returned.put_nowait(None)
+
+    async def handler_returned(self) -> None:
+        await asyncio.wait_for(self.returned.get(), HANG_GUARD)
+
+
 def with_sim(
-    data: Fixture, profile: SimProfile, body: Callable[[str, aiohttp.ClientSession], Awaitable[Any]]
+    data: Fixture,
+    profile: SimProfile | SimApp,
+    body: Callable[[str, aiohttp.ClientSession], Awaitable[Any]],
 ) -> Any:
+    """Serve ``profile`` (or that app) on loopback; ``body(base_url, session)``'s result."""
+
     async def run() -> Any:
-        runner, base = await server.start_sim(profile, data.tasks, data.solutions)
+        if isinstance(profile, SimApp):
+            runner, base = await server.start_app(profile.application())
+        else:
+            runner, base = await server.start_sim(profile, data.tasks, data.solutions)
         try:
             async with aiohttp.ClientSession() as session:
                 return await body(base, session)
@@ -572,17 +603,18 @@ def test_content_parts_and_concurrency(data: Fixture) -> None:
 
 
 def test_client_disconnect_mid_stream(data: Fixture) -> None:
-    profile = SimProfile(p_first=1.0, p_recover=0.0, ttft_ms=0, itl_ms=5)
+    """The handler of a stream whose client left returns quietly; the sim serves on."""
+    app = TrackedApp(SimProfile(p_first=1.0, p_recover=0.0, ttft_ms=0, itl_ms=5), data)
 
     async def body(base: str, session: aiohttp.ClientSession) -> Completion:
         payload = {"messages": conversation(data.specs["T/0"], 0), "stream": True}
         async with session.post(f"{base}/chat/completions", json=payload) as resp:
             await resp.content.readany()
             resp.close()
-        await asyncio.sleep(0.05)
+        await app.handler_returned()
         return await complete(session, base, conversation(data.specs["T/0"], 0), stream=False)
 
-    result = with_sim(data, profile, body)
+    result = with_sim(data, app, body)
     assert code_of(result.text) == data.solutions_by_id["T/0"]
 
 
@@ -666,7 +698,7 @@ def test_subprocess_ready_line_and_sigterm(data: Fixture) -> None:
 
         assert asyncio.run(models())["data"][0]["id"] == "sim-y"
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=10)
+        out, err = proc.communicate(timeout=HANG_GUARD)
         assert proc.returncode == ExitCode.OK, err
         assert out == ""
     finally:
@@ -691,7 +723,7 @@ def test_subprocess_ready_line_and_sigterm(data: Fixture) -> None:
 def test_subprocess_bad_input_exits_2(data: Fixture, argv: list[str], needle: str) -> None:
     base = ["--port", "0", "--dataset", str(data.tasks), "--solutions", str(data.solutions)]
     proc = _launch(*base, *argv)
-    out, err = proc.communicate(timeout=20)
+    out, err = proc.communicate(timeout=HANG_GUARD)
     assert proc.returncode == ExitCode.BAD_INPUT
     assert out == ""
     assert len(err.strip().splitlines()) == 1, err
@@ -757,7 +789,9 @@ def test_importing_the_launcher_loads_no_simulator() -> None:
         "loaded = [m for m in sys.modules if m.startswith('fastagent.sim.') or m == 'aiohttp']; "
         "assert loaded == ['fastagent.sim.launcher'], loaded"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_GUARD
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -797,7 +831,7 @@ def faulty(kind: FaultKind, **extra: Any) -> SimProfile:
 
 @dataclass
 class Raw:
-    """A response read as bytes until it ended, broke or the reading time ran out."""
+    """A response read as bytes until it ended or broke."""
 
     status: int
     headers: dict[str, str]
@@ -806,29 +840,32 @@ class Raw:
 
 
 async def raw_post(
-    session: aiohttp.ClientSession,
-    base: str,
-    spec: str,
-    stream: bool = True,
-    read_for: float | None = 10.0,
+    session: aiohttp.ClientSession, base: str, spec: str, stream: bool = True
 ) -> Raw:
     payload = {"messages": conversation(spec, 0), "stream": stream}
     async with session.post(f"{base}/chat/completions", json=payload) as resp:
         body = bytearray()
         error: BaseException | None = None
         try:
-            async with asyncio.timeout(read_for):
+            async with asyncio.timeout(HANG_GUARD):
                 async for piece in resp.content.iter_any():
                     body += piece
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except aiohttp.ClientError as exc:
             error = exc
         return Raw(resp.status, dict(resp.headers), bytes(body), error)
 
 
-async def raw_exchange(base: str, spec: str) -> tuple[bytes, BaseException | None]:
-    """Send one streamed request over a bare socket; the bytes that came back and the error."""
+async def raw_exchange(
+    base: str, spec: str, stream: bool = True, until: Callable[[bytes], bool] | None = None
+) -> tuple[bytes, BaseException | None]:
+    """Send one request over a bare socket; the bytes that came back and the error.
+
+    With ``until``, read until ``until(bytes so far)`` holds, then leave: shut down the
+    sending side, which the sim sees as the client gone, and read what it still sends until
+    it closes the connection. Without, read until the sim ends the connection.
+    """
     url = urllib.parse.urlsplit(base)
-    body = json.dumps({"messages": conversation(spec, 0), "stream": True}).encode()
+    body = json.dumps({"messages": conversation(spec, 0), "stream": stream}).encode()
     head = (
         f"POST /v1/chat/completions HTTP/1.1\r\nHost: {url.netloc}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
@@ -838,14 +875,41 @@ async def raw_exchange(base: str, spec: str) -> tuple[bytes, BaseException | Non
     error: BaseException | None = None
     try:
         writer.write(head.encode() + body)
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(HANG_GUARD):
+            while until is not None and not until(bytes(got)):
+                piece = await reader.read(65536)
+                assert piece, f"the sim ended the connection first: {bytes(got)!r}"
+                got += piece
+            if until is not None:
+                writer.write_eof()
             while piece := await reader.read(65536):
                 got += piece
-    except (ConnectionError, TimeoutError) as exc:
+    except ConnectionError as exc:
         error = exc
     finally:
         writer.close()
     return bytes(got), error
+
+
+def http_response(raw: bytes) -> tuple[dict[str, str], bytes, bool]:
+    """The headers (names lower-cased), the body (chunked framing undone) and whether the body
+    came whole, of an HTTP/1.1 response read as bytes."""
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")[1:]
+    headers = {name.lower(): value for name, _, value in (line.partition(": ") for line in lines)}
+    if headers.get("transfer-encoding") != "chunked":
+        length = headers.get("content-length")
+        return headers, rest, length is not None and len(rest) == int(length)
+    body = bytearray()
+    while True:
+        size_line, sep, rest = rest.partition(b"\r\n")
+        if not sep:
+            return headers, bytes(body), False
+        size = int(size_line, 16)
+        if size == 0:
+            return headers, bytes(body), True
+        body += rest[:size]
+        rest = rest[size + 2 :]
 
 
 def events_of(body: bytes) -> list[bytes]:
@@ -1012,34 +1076,50 @@ def test_huge_line_is_one_multi_megabyte_event(data: Fixture) -> None:
 
 
 def test_stall_sends_one_chunk_then_nothing_and_lets_go(data: Fixture) -> None:
-    async def body(base: str, session: aiohttp.ClientSession) -> Raw:
-        return await raw_post(session, base, data.specs["T/0"], read_for=0.5)
+    """Role chunk and one content chunk, then nothing until the client leaves, when the
+    handler returns (so the sim's shutdown does not wait for it)."""
+    app = TrackedApp(faulty(FaultKind.STALL), data)
 
-    t0 = time.monotonic()
-    raw = with_sim(data, faulty(FaultKind.STALL), body)
-    # The sim's shutdown waits up to 2 s for handlers: the stalled one left with its client.
-    assert time.monotonic() - t0 < 2.2
-    assert isinstance(raw.error, TimeoutError)
-    events = events_of(raw.body)
-    assert len(events) == 2  # the role chunk and one content chunk
+    def two_events(got: bytes) -> bool:
+        return len(events_of(http_response(got)[1])) >= 2
+
+    async def body(base: str, session: aiohttp.ClientSession) -> Any:
+        got = await raw_exchange(base, data.specs["T/0"], until=two_events)
+        await app.handler_returned()
+        return got
+
+    got, error = with_sim(data, app, body)
+    headers, stream, whole = http_response(got)
+    assert headers["content-type"] == "text/event-stream"
+    assert error is None and not whole  # the sim closed the stream unfinished
+    events = events_of(stream)
+    assert len(events) == 2  # the role chunk and one content chunk: nothing after them
+    assert json.loads(events[0][6:])["choices"][0]["delta"]["role"] == "assistant"
     assert json.loads(events[1][6:])["choices"][0]["delta"]["content"]
 
 
 def test_no_done_sends_keepalives_and_never_ends(data: Fixture) -> None:
-    async def body(base: str, session: aiohttp.ClientSession) -> Raw:
-        return await raw_post(session, base, data.specs["T/0"], read_for=1.6)
+    """Every content chunk, then a ``: ping`` comment every second and never a finish, usage
+    or ``[DONE]``, until the client leaves, when the handler returns."""
+    app = TrackedApp(faulty(FaultKind.NO_DONE), data)
 
-    t0 = time.monotonic()
-    raw = with_sim(data, faulty(FaultKind.NO_DONE), body)
-    assert time.monotonic() - t0 < 3.3  # not held up by the sim's 2 s shutdown grace
-    assert isinstance(raw.error, TimeoutError)
-    events = events_of(raw.body)
-    assert events[-1] == b": ping" and events.count(b": ping") >= 1
+    async def body(base: str, session: aiohttp.ClientSession) -> Any:
+        got = await raw_exchange(base, data.specs["T/0"], until=lambda got: b": ping" in got)
+        await app.handler_returned()
+        return got
+
+    got, error = with_sim(data, app, body)
+    _, stream, whole = http_response(got)
+    assert error is None and not whole
+    events = events_of(stream)
+    assert events[-1] == b": ping"
     chunks = [json.loads(e[6:]) for e in events if e.startswith(b"data: ")]
+    assert all(e in (b": ping", b"data: [DONE]") or e.startswith(b"data: {") for e in events)
+    assert b"data: [DONE]" not in events
     assert all(c["choices"][0]["finish_reason"] is None for c in chunks)
     assert not any("usage" in c for c in chunks)
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
-    assert code_of(text) == data.solutions_by_id["T/0"]
+    assert code_of(text) == data.solutions_by_id["T/0"]  # the pings come after all content
 
 
 @pytest.mark.parametrize("stream", [True, False])
@@ -1060,11 +1140,24 @@ def test_empty_and_no_code_replies_are_well_formed(data: Fixture, stream: bool) 
 def test_non_streamed_faults_in_body_form(data: Fixture) -> None:
     spec = data.specs["T/0"]
 
-    def post(kind: FaultKind, read_for: float = 10.0) -> Raw:
+    def post(kind: FaultKind) -> Raw:
         async def body(base: str, session: aiohttp.ClientSession) -> Raw:
-            return await raw_post(session, base, spec, stream=False, read_for=read_for)
+            return await raw_post(session, base, spec, stream=False)
 
         return with_sim(data, faulty(kind), body)
+
+    def leave(kind: FaultKind, until: Callable[[bytes], bool]) -> tuple[dict[str, str], bytes]:
+        """Read until ``until``, leave; the headers and the body, once the handler returned."""
+        app = TrackedApp(faulty(kind), data)
+
+        async def body(base: str, session: aiohttp.ClientSession) -> Any:
+            got, error = await raw_exchange(base, spec, stream=False, until=until)
+            await app.handler_returned()
+            assert error is None
+            return got
+
+        headers, content, _ = http_response(with_sim(data, app, body))
+        return headers, content
 
     raw = post(FaultKind.CUT_JSON)
     assert raw.error is None and int(raw.headers["Content-Length"]) == len(raw.body)
@@ -1077,11 +1170,15 @@ def test_non_streamed_faults_in_body_form(data: Fixture) -> None:
     assert len(json.loads(huge.body)["choices"][0]["message"]["content"]) == HUGE_LINE_BYTES
     reset = post(FaultKind.RESET)
     assert isinstance(reset.error, aiohttp.ClientPayloadError) and reset.body
-    stalled = post(FaultKind.STALL, read_for=0.3)
-    assert isinstance(stalled.error, TimeoutError) and stalled.body == b""
-    trickle = post(FaultKind.NO_DONE, read_for=1.3)
-    assert isinstance(trickle.error, TimeoutError) and trickle.body.endswith(b"} ")
-    assert trickle.body.startswith(b'{"id":')
+    # stall: the headers (no Content-Length), then nothing until the client leaves
+    headers, stalled = leave(FaultKind.STALL, lambda got: b"\r\n\r\n" in got)
+    assert stalled == b"" and "content-length" not in headers
+    # no_done: all but the body's last byte, then a space every second
+    headers, trickle = leave(FaultKind.NO_DONE, lambda got: http_response(got)[1].endswith(b"} "))
+    assert trickle.startswith(b'{"id":') and trickle.endswith(b"} ")
+    assert "content-length" not in headers
+    completion = json.loads(trickle.rstrip(b" ") + b"}")
+    assert code_of(completion["choices"][0]["message"]["content"]) == data.solutions_by_id["T/0"]
 
 
 def test_stats_count_requests_and_injected_faults(data: Fixture) -> None:
