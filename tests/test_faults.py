@@ -319,13 +319,14 @@ def test_stall_ends_at_the_call_deadline(small_data: Any) -> None:
 def test_no_done_keepalives_defeat_the_read_timeout_but_not_the_call_deadline(
     small_data: Any,
 ) -> None:
-    # The read timeout (1.5 s) is shorter than the call deadline (2.5 s), yet it never
-    # fires: the sim sends a ": ping" comment every second after its last content chunk.
+    # The read timeout (3 s) is shorter than the call deadline (4 s), yet it never fires: the
+    # sim sends a ": ping" comment every second after its last content chunk (a read timeout
+    # of three intervals, so a ping that a busy machine delays by a second still comes).
     outcome = call(
-        small_data, ((FaultKind.NO_DONE, 1.0),), llm_retries=0, read_timeout=1.5, call_timeout=2.5
+        small_data, ((FaultKind.NO_DONE, 1.0),), llm_retries=0, read_timeout=3.0, call_timeout=4.0
     )
     assert outcome.error is not None and outcome.error.cause == "call_timeout"
-    assert outcome.elapsed >= 2.4  # past the read timeout: the deadline ended it
+    assert outcome.elapsed >= 3.9  # well past the read timeout: the deadline ended it
     assert outcome.sim_stats["faults"] == {FaultKind.NO_DONE: 1}
 
 
