@@ -9,6 +9,7 @@ own write; after the finish chunk there is always a usage chunk (``choices: []``
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from aiohttp import web
@@ -91,15 +92,19 @@ class StreamedCompletion:
         at = injection_index(len(chunks)) if injection is not None else -1
         ends = fault is not None and fault.ends_in_injection
         due, itl = first_byte, self._pace.itl
+        # the hot loop of the sim: its writes and sleeps inlined
+        write, head, monotonic = self._resp.write, self._content_head, time.monotonic
         for i, chunk in enumerate(chunks):
             if i and itl:
                 due += itl
-                await sleep_until(due)
+                delay = due - monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
             if i == at:
                 await self._inject(injection, chunk)
                 if ends:
                     return False
-            await self._write_content(chunk)
+            await write(head + chunk + STREAM_TAIL)
         if at == len(chunks):
             await self._inject(injection, None)
             return not ends
