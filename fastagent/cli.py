@@ -187,7 +187,7 @@ def _add_bench(sub: Any) -> None:
 #: name -> (module with add_arguments(parser) and main(args), summary, description)
 _COMMANDS = {
     "sim": (
-        "fastagent.sim.app",
+        "fastagent.sim.server",
         "serve the simulated OpenAI-compatible endpoint",
         "The simulated endpoint: answers from the canonical solutions with a seeded, realistic "
         "profile of right, recovered and wrong answers, and injects faults on request.",

@@ -3,7 +3,9 @@
 Each fault kind of ``fastagent sim --fault`` gets a defined outcome: a bounded number of
 retries then an LLMError with the right ``cause`` (rate 1), a success after seeded
 retries (rate 0.5), or, for replies that are well-formed but useless, a failed attempt
-the agent feeds back. Timeouts are short so every test ends in a few seconds.
+the agent feeds back. Timeouts are short so every test ends in a few seconds; a test
+asserts how long something took only from below (a deadline or a wait that must have
+passed), never from above, so a busy machine cannot fail it.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from _child import child_env, read_summary
 from fastagent.agent import AgentLoop
 from fastagent.config import Config
 from fastagent.dataset import Task, default_dataset_path, default_solutions_path, load_tasks
-from fastagent.errors import LLMError
+from fastagent.errors import ExitCode, LLMError
 from fastagent.llm import Completion, LLMClient, Message
 from fastagent.prompts import build_prompt
 from fastagent.schema import Summary
-from fastagent.sim.app import NO_CODE_REPLY, SimProfile, pick_fault, start_sim
+from fastagent.sim.faults import NO_CODE_REPLY, FaultKind, pick_fault
+from fastagent.sim.profile import SimProfile
+from fastagent.sim.server import start_sim
 from fastagent.speedups import extract_code
 from fastagent.telemetry import Telemetry
 
@@ -57,25 +61,25 @@ FAST: dict[str, Any] = {
 
 # What the client makes of each transport-level fault of a streamed request.
 STREAM_CAUSES = {
-    "http_429": "http_429",
-    "http_500": "http_500",
-    "http_502": "http_502",
-    "http_503": "http_503",
-    "refuse": "connection",
-    "reset": "connection",
-    "cut_json": "malformed_stream",
-    "malformed_json": "malformed_stream",
-    "invalid_utf8": "malformed_stream",
-    "huge_line": "line_too_long",
-    "stall": "read_timeout",
-    "no_done": "call_timeout",
+    FaultKind.HTTP_429: "http_429",
+    FaultKind.HTTP_500: "http_500",
+    FaultKind.HTTP_502: "http_502",
+    FaultKind.HTTP_503: "http_503",
+    FaultKind.REFUSE: "connection",
+    FaultKind.RESET: "connection",
+    FaultKind.CUT_JSON: "malformed_stream",
+    FaultKind.MALFORMED_JSON: "malformed_stream",
+    FaultKind.INVALID_UTF8: "malformed_stream",
+    FaultKind.HUGE_LINE: "line_too_long",
+    FaultKind.STALL: "read_timeout",
+    FaultKind.NO_DONE: "call_timeout",
 }
 # Per-kind settings that make the slow faults end quickly: the silence of ``stall`` trips
 # the read timeout; ``no_done``'s keep-alive comment every second defeats a read timeout
 # longer than that, so only the call deadline ends it.
-SLOW_FAULT_CONFIG: dict[str, dict[str, Any]] = {
-    "stall": {"read_timeout": 0.3},
-    "no_done": {"read_timeout": 1.5, "call_timeout": 1.2},
+SLOW_FAULT_CONFIG: dict[FaultKind, dict[str, Any]] = {
+    FaultKind.STALL: {"read_timeout": 0.3},
+    FaultKind.NO_DONE: {"read_timeout": 1.5, "call_timeout": 1.2},
 }
 
 
@@ -104,7 +108,10 @@ def small_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, li
     return tasks_path, solutions_path, tasks
 
 
-def sim_profile(faults: tuple[tuple[str, float], ...], seed: int = 0) -> SimProfile:
+Faults = tuple[tuple[FaultKind, float], ...]
+
+
+def sim_profile(faults: Faults, seed: int = 0) -> SimProfile:
     return SimProfile(
         seed=seed,
         p_first=1.0,
@@ -120,6 +127,7 @@ def with_sim_client(
     data: tuple[Path, Path, list[Task]],
     profile: SimProfile,
     body: Callable[[LLMClient], Awaitable[Any]],
+    telemetry: Telemetry | None = None,
     **config: Any,
 ) -> tuple[Any, dict[str, Any]]:
     """Serve ``profile`` in-process, run ``body`` with a client; its result and sim stats."""
@@ -129,7 +137,7 @@ def with_sim_client(
         runner, base = await start_sim(profile, tasks_path, solutions_path)
         try:
             cfg = Config(base_url=base, **{**FAST, **config})
-            async with LLMClient(cfg, Telemetry()) as client:
+            async with LLMClient(cfg, telemetry or Telemetry()) as client:
                 result = await body(client)
                 status, raw = await client.fetch("/sim/stats", 5.0)
                 assert status == 200
@@ -143,8 +151,9 @@ def with_sim_client(
 
 def call(
     data: tuple[Path, Path, list[Task]],
-    faults: tuple[tuple[str, float], ...],
+    faults: Faults,
     seed: int = 0,
+    telemetry: Telemetry | None = None,
     **config: Any,
 ) -> Outcome:
     """One chat completion for the first task through a sim injecting ``faults``."""
@@ -166,12 +175,12 @@ def call(
             dict(telemetry.retry_causes),
         )
 
-    outcome, stats = with_sim_client(data, sim_profile(faults, seed), body, **config)
+    outcome, stats = with_sim_client(data, sim_profile(faults, seed), body, telemetry, **config)
     outcome.sim_stats = stats
     return outcome
 
 
-def seed_for(kind: str, rate: float, hits: tuple[bool, ...]) -> int:
+def seed_for(kind: FaultKind, rate: float, hits: tuple[bool, ...]) -> int:
     """The smallest seed whose first requests meet ``kind`` exactly as ``hits`` says."""
     faults = ((kind, rate),)
     for seed in range(10_000):
@@ -194,8 +203,10 @@ def has_code(completion: Completion | None) -> bool:
 # ---- rate 1: every attempt faults, the call ends in LLMError after the configured retries ----
 
 
-@pytest.mark.parametrize("kind", ["http_429", "http_500", "http_502", "http_503"])
-def test_http_fault_is_retried_then_reported(small_data: Any, kind: str) -> None:
+@pytest.mark.parametrize(
+    "kind", [FaultKind.HTTP_429, FaultKind.HTTP_500, FaultKind.HTTP_502, FaultKind.HTTP_503]
+)
+def test_http_fault_is_retried_then_reported(small_data: Any, kind: FaultKind) -> None:
     outcome = call(small_data, ((kind, 1.0),), llm_retries=2)
     error = outcome.error
     assert error is not None and outcome.completion is None
@@ -204,17 +215,33 @@ def test_http_fault_is_retried_then_reported(small_data: Any, kind: str) -> None
     assert f"simulated fault {kind}" in str(error)
     assert outcome.llm_calls == 3 and outcome.retry_causes == {kind: 2}
     assert outcome.sim_stats == {"requests": 3, "faults": {kind: 3}}
-    assert outcome.elapsed < 2
+
+
+class EventLog(Telemetry):
+    """Telemetry that keeps every event it is told of."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def event(self, kind: str, **fields: Any) -> None:
+        self.events.append((kind, fields))
 
 
 def test_http_429_retry_after_is_honoured(small_data: Any) -> None:
-    outcome = call(small_data, (("http_429", 1.0),), llm_retries=1, backoff_max=5.0)
+    """The retry waits the 1 s of Retry-After, not the jitter under backoff_base (0.01 s)."""
+    log = EventLog()
+    outcome = call(
+        small_data, ((FaultKind.HTTP_429, 1.0),), telemetry=log, llm_retries=1, backoff_max=5.0
+    )
     assert outcome.error is not None and outcome.error.cause == "http_429"
-    assert 0.95 <= outcome.elapsed < 3.0
+    retries = [fields for kind, fields in log.events if kind == "retry"]
+    assert [r["delay"] for r in retries] == [1.0]
+    assert outcome.elapsed >= 0.95
 
 
 def test_refuse_is_a_connection_error(small_data: Any) -> None:
-    outcome = call(small_data, (("refuse", 1.0),), llm_retries=2)
+    outcome = call(small_data, ((FaultKind.REFUSE, 1.0),), llm_retries=2)
     assert outcome.error is not None and outcome.error.cause == "connection"
     assert "server closed the connection" in str(outcome.error)
     assert outcome.llm_calls == 3 and outcome.retry_causes == {"connection": 2}
@@ -236,32 +263,35 @@ def test_closed_port_is_a_connect_error() -> None:
 
 
 def test_reset_mid_stream_is_a_connection_error(small_data: Any) -> None:
-    outcome = call(small_data, (("reset", 1.0),), llm_retries=2)
+    outcome = call(small_data, ((FaultKind.RESET, 1.0),), llm_retries=2)
     assert outcome.error is not None and outcome.error.cause == "connection"
     assert outcome.llm_calls == 3 and outcome.retry_causes == {"connection": 2}
 
 
-@pytest.mark.parametrize("kind", ["cut_json", "malformed_json", "invalid_utf8"])
-def test_broken_event_is_a_malformed_stream(small_data: Any, kind: str) -> None:
+@pytest.mark.parametrize(
+    "kind", [FaultKind.CUT_JSON, FaultKind.MALFORMED_JSON, FaultKind.INVALID_UTF8]
+)
+def test_broken_event_is_a_malformed_stream(small_data: Any, kind: FaultKind) -> None:
     outcome = call(small_data, ((kind, 1.0),), llm_retries=2)
     assert outcome.error is not None and outcome.error.cause == "malformed_stream"
     assert outcome.error.retryable
     assert outcome.llm_calls == 3 and outcome.retry_causes == {"malformed_stream": 2}
-    if kind == "invalid_utf8":
+    if kind is FaultKind.INVALID_UTF8:
         assert "utf-8" in str(outcome.error).lower()
 
 
 def test_huge_line_is_cut_off_at_the_line_cap(small_data: Any) -> None:
     """An 8 MiB event line is refused once the parser's 1 MiB cap is passed, not read whole."""
-    outcome = call(small_data, (("huge_line", 1.0),), llm_retries=2)
+    outcome = call(small_data, ((FaultKind.HUGE_LINE, 1.0),), llm_retries=2)
     assert outcome.error is not None and outcome.error.cause == "line_too_long"
     assert "longer than" in str(outcome.error)
     assert outcome.llm_calls == 3 and outcome.retry_causes == {"line_too_long": 2}
-    assert outcome.elapsed < 5
 
 
 def test_huge_line_with_a_bigger_completion_cap_still_hits_the_line_cap(small_data: Any) -> None:
-    outcome = call(small_data, (("huge_line", 1.0),), llm_retries=0, max_completion_bytes=16 << 20)
+    outcome = call(
+        small_data, ((FaultKind.HUGE_LINE, 1.0),), llm_retries=0, max_completion_bytes=16 << 20
+    )
     assert outcome.error is not None and outcome.error.cause == "line_too_long"
 
 
@@ -273,37 +303,38 @@ def test_completion_cap_is_terminal(small_data: Any) -> None:
 
 
 def test_stall_ends_at_the_read_timeout(small_data: Any) -> None:
-    outcome = call(small_data, (("stall", 1.0),), llm_retries=1, read_timeout=0.3)
+    outcome = call(small_data, ((FaultKind.STALL, 1.0),), llm_retries=1, read_timeout=0.3)
     assert outcome.error is not None and outcome.error.cause == "read_timeout"
     assert outcome.retry_causes == {"read_timeout": 1}
-    assert 0.55 <= outcome.elapsed < 2.5
+    assert outcome.elapsed >= 0.55  # two attempts, each silent for the read timeout
 
 
 def test_stall_ends_at_the_call_deadline(small_data: Any) -> None:
-    outcome = call(small_data, (("stall", 1.0),), llm_retries=1, call_timeout=0.5)
+    outcome = call(small_data, ((FaultKind.STALL, 1.0),), llm_retries=1, call_timeout=0.5)
     assert outcome.error is not None and outcome.error.cause == "call_timeout"
     assert "no complete answer within 0.5s (after 1 retries)" in str(outcome.error)
-    assert 0.95 <= outcome.elapsed < 3.0
+    assert outcome.elapsed >= 0.95  # two attempts, each ended by the call deadline
 
 
 def test_no_done_keepalives_defeat_the_read_timeout_but_not_the_call_deadline(
     small_data: Any,
 ) -> None:
-    # The read timeout (1.5 s) is shorter than the call deadline (2.5 s), yet it never
-    # fires: the sim sends a ": ping" comment every second after its last content chunk.
+    # The read timeout (3 s) is shorter than the call deadline (4 s), yet it never fires: the
+    # sim sends a ": ping" comment every second after its last content chunk (a read timeout
+    # of three intervals, so a ping that a busy machine delays by a second still comes).
     outcome = call(
-        small_data, (("no_done", 1.0),), llm_retries=0, read_timeout=1.5, call_timeout=2.5
+        small_data, ((FaultKind.NO_DONE, 1.0),), llm_retries=0, read_timeout=3.0, call_timeout=4.0
     )
     assert outcome.error is not None and outcome.error.cause == "call_timeout"
-    assert 2.4 <= outcome.elapsed < 4.0
-    assert outcome.sim_stats["faults"] == {"no_done": 1}
+    assert outcome.elapsed >= 3.9  # well past the read timeout: the deadline ended it
+    assert outcome.sim_stats["faults"] == {FaultKind.NO_DONE: 1}
 
 
 # ---- well-formed but useless replies: not transport errors --------------------------------
 
 
 def test_empty_reply_is_a_completion_without_text(small_data: Any) -> None:
-    outcome = call(small_data, (("empty", 1.0),))
+    outcome = call(small_data, ((FaultKind.EMPTY, 1.0),))
     assert outcome.error is None and outcome.completion is not None
     assert outcome.completion.text == "" and outcome.completion.retries == 0
     assert outcome.completion.completion_tokens == 0
@@ -311,15 +342,17 @@ def test_empty_reply_is_a_completion_without_text(small_data: Any) -> None:
 
 
 def test_no_code_reply_is_prose_without_a_code_block(small_data: Any) -> None:
-    outcome = call(small_data, (("no_code", 1.0),))
+    outcome = call(small_data, ((FaultKind.NO_CODE, 1.0),))
     assert outcome.error is None and outcome.completion is not None
     assert outcome.completion.text == NO_CODE_REPLY
     assert extract_code(outcome.completion.text) is None
     assert outcome.retry_causes == {}
 
 
-@pytest.mark.parametrize("kind", ["empty", "no_code"])
-def test_agent_feeds_back_a_reply_without_code(small_data: Any, kind: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", [FaultKind.EMPTY, FaultKind.NO_CODE])
+def test_agent_feeds_back_a_reply_without_code(
+    small_data: Any, kind: FaultKind, tmp_path: Path
+) -> None:
     """Every attempt lacks code: the task fails (not errors) after all its attempts."""
     task = small_data[2][0]
 
@@ -340,21 +373,21 @@ def test_agent_feeds_back_a_reply_without_code(small_data: Any, kind: str, tmp_p
 
 def test_agent_recovers_after_a_reply_without_code(small_data: Any, tmp_path: Path) -> None:
     task = small_data[2][0]
-    seed = seed_for("no_code", 0.5, (True, False))
+    seed = seed_for(FaultKind.NO_CODE, 0.5, (True, False))
 
     async def body(client: LLMClient) -> Any:
         return await AgentLoop(client, client.config, workspace_root=tmp_path).run(task, 0)
 
     result, stats = with_sim_client(
         small_data,
-        sim_profile((("no_code", 0.5),), seed),
+        sim_profile(((FaultKind.NO_CODE, 0.5),), seed),
         body,
         max_retries=2,
         python=sys.executable,
     )
     assert result.status == "passed", result.reason
     assert result.attempts == 2 and not result.first_attempt_pass
-    assert stats == {"requests": 2, "faults": {"no_code": 1}}
+    assert stats == {"requests": 2, "faults": {FaultKind.NO_CODE: 1}}
 
 
 def test_task_deadline_ends_a_stalled_task(small_data: Any, tmp_path: Path) -> None:
@@ -368,7 +401,7 @@ def test_task_deadline_ends_a_stalled_task(small_data: Any, tmp_path: Path) -> N
 
     (result, elapsed), _ = with_sim_client(
         small_data,
-        sim_profile((("stall", 1.0),)),
+        sim_profile(((FaultKind.STALL, 1.0),)),
         body,
         task_timeout=0.5,
         read_timeout=60.0,
@@ -377,14 +410,14 @@ def test_task_deadline_ends_a_stalled_task(small_data: Any, tmp_path: Path) -> N
     )
     assert result.status == "error"
     assert result.reason == "task deadline of 0.5s passed"
-    assert 0.5 <= elapsed < 2.0
+    assert elapsed >= 0.5
 
 
 # ---- rate 0.5 with a fixed seed: retried, then the call succeeds --------------------------
 
 
 @pytest.mark.parametrize("kind", sorted(STREAM_CAUSES))
-def test_seeded_half_rate_fault_is_retried_then_succeeds(small_data: Any, kind: str) -> None:
+def test_seeded_half_rate_fault_is_retried_then_succeeds(small_data: Any, kind: FaultKind) -> None:
     seed = seed_for(kind, 0.5, (True, False))
     outcome = call(small_data, ((kind, 0.5),), seed, **SLOW_FAULT_CONFIG.get(kind, {}))
     assert outcome.error is None, outcome.error
@@ -395,15 +428,15 @@ def test_seeded_half_rate_fault_is_retried_then_succeeds(small_data: Any, kind: 
 
 
 def test_seeded_half_rate_can_still_exhaust_the_retries(small_data: Any) -> None:
-    seed = seed_for("reset", 0.5, (True, True, True))
-    outcome = call(small_data, (("reset", 0.5),), seed, llm_retries=2)
+    seed = seed_for(FaultKind.RESET, 0.5, (True, True, True))
+    outcome = call(small_data, ((FaultKind.RESET, 0.5),), seed, llm_retries=2)
     assert outcome.error is not None and outcome.error.cause == "connection"
     assert outcome.llm_calls == 3
 
 
 def test_fault_sequence_is_reproducible(small_data: Any) -> None:
     """The same seed gives the same faults in the same order: the same retries by cause."""
-    faults = (("http_503", 0.3), ("reset", 0.3), ("cut_json", 0.3))
+    faults = ((FaultKind.HTTP_503, 0.3), (FaultKind.RESET, 0.3), (FaultKind.CUT_JSON, 0.3))
     prompt = build_prompt(small_data[2][0])
 
     async def body(client: LLMClient) -> list[int]:
@@ -423,14 +456,14 @@ def test_fault_sequence_is_reproducible(small_data: Any) -> None:
 def test_mixed_faults_under_concurrency_all_succeed_and_add_up(small_data: Any) -> None:
     """Every injected fault costs exactly one retry; the client's and the sim's counts agree."""
     faults = (
-        ("http_429", 0.05),
-        ("http_503", 0.05),
-        ("refuse", 0.03),
-        ("reset", 0.05),
-        ("cut_json", 0.03),
-        ("malformed_json", 0.03),
-        ("invalid_utf8", 0.03),
-        ("huge_line", 0.02),
+        (FaultKind.HTTP_429, 0.05),
+        (FaultKind.HTTP_503, 0.05),
+        (FaultKind.REFUSE, 0.03),
+        (FaultKind.RESET, 0.05),
+        (FaultKind.CUT_JSON, 0.03),
+        (FaultKind.MALFORMED_JSON, 0.03),
+        (FaultKind.INVALID_UTF8, 0.03),
+        (FaultKind.HUGE_LINE, 0.02),
     )
     prompts = [build_prompt(task) for task in small_data[2]]
 
@@ -455,27 +488,27 @@ def test_mixed_faults_under_concurrency_all_succeed_and_add_up(small_data: Any) 
 
 BODY_CAUSES = {
     **STREAM_CAUSES,
-    "reset": "connection",
-    "huge_line": "too_large",  # a complete 8 MiB body passes max_completion_bytes: terminal
+    FaultKind.RESET: "connection",
+    # a complete 8 MiB body passes max_completion_bytes: terminal
+    FaultKind.HUGE_LINE: "too_large",
 }
 
 
 @pytest.mark.parametrize("kind", sorted(BODY_CAUSES))
-def test_non_streamed_request_faults(small_data: Any, kind: str) -> None:
+def test_non_streamed_request_faults(small_data: Any, kind: FaultKind) -> None:
     settings = {"stream": False, "llm_retries": 1, **SLOW_FAULT_CONFIG.get(kind, {})}
     outcome = call(small_data, ((kind, 1.0),), **settings)
     assert outcome.error is not None, kind
     assert outcome.error.cause == BODY_CAUSES[kind]
-    expected_calls = 1 if kind == "huge_line" else 2
+    expected_calls = 1 if kind is FaultKind.HUGE_LINE else 2
     assert outcome.llm_calls == expected_calls
-    assert outcome.elapsed < 5
 
 
-@pytest.mark.parametrize("kind", ["empty", "no_code"])
-def test_non_streamed_useless_replies(small_data: Any, kind: str) -> None:
+@pytest.mark.parametrize("kind", [FaultKind.EMPTY, FaultKind.NO_CODE])
+def test_non_streamed_useless_replies(small_data: Any, kind: FaultKind) -> None:
     outcome = call(small_data, ((kind, 1.0),), stream=False)
     assert outcome.completion is not None
-    assert outcome.completion.text == ("" if kind == "empty" else NO_CODE_REPLY)
+    assert outcome.completion.text == ("" if kind is FaultKind.EMPTY else NO_CODE_REPLY)
 
 
 # ---- the whole bench, as a user runs it ----------------------------------------------------
@@ -509,7 +542,7 @@ def test_bench_cli_with_transient_faults_finishes(tmp_path: Path) -> None:
     code, output, out = run_bench_cli(
         tmp_path, "--sim-profile", "faults=http_503:0.3+reset:0.2,seed=1"
     )
-    assert code == 0, output
+    assert code == ExitCode.OK, output
     rows, summary = read_results(out)
     assert len(rows) == 4
     assert {row["status"] for row in rows} <= {"passed", "failed"}
@@ -517,11 +550,13 @@ def test_bench_cli_with_transient_faults_finishes(tmp_path: Path) -> None:
     assert causes and set(causes) <= {"http_503", "connection"}, causes
     assert summary.totals.errors_by_cause == {}
     assert summary.endpoint.sim_profile is not None
-    assert summary.endpoint.sim_profile["faults"] == [["http_503", 0.3], ["reset", 0.2]]
+    assert summary.endpoint.sim_profile["faults"] == [
+        [FaultKind.HTTP_503, 0.3],
+        [FaultKind.RESET, 0.2],
+    ]
 
 
 def test_bench_cli_with_a_stalling_endpoint_ends_every_task_in_error(tmp_path: Path) -> None:
-    t0 = time.monotonic()
     code, output, out = run_bench_cli(
         tmp_path,
         "--sim-profile",
@@ -531,8 +566,7 @@ def test_bench_cli_with_a_stalling_endpoint_ends_every_task_in_error(tmp_path: P
         "--llm-retries",
         "1",
     )
-    elapsed = time.monotonic() - t0
-    assert code == 1, output  # every task errored
+    assert code == ExitCode.FAILED, output  # every task errored
     rows, summary = read_results(out)
     assert len(rows) == 4
     for row in rows:
@@ -540,10 +574,9 @@ def test_bench_cli_with_a_stalling_endpoint_ends_every_task_in_error(tmp_path: P
         assert row["reason"] == "llm: no complete answer within 2s (after 1 retries)"
     assert summary.totals.errors_by_cause == {"call_timeout": 4}
     assert summary.totals.retries_by_cause == {"call_timeout": 4}
-    assert elapsed < 20
 
 
 def test_bench_cli_rejects_an_unknown_fault(tmp_path: Path) -> None:
     code, output, _ = run_bench_cli(tmp_path, "--sim-profile", "faults=gremlins:0.5")
-    assert code == 2
+    assert code == ExitCode.BAD_INPUT
     assert "unknown fault 'gremlins'" in output

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -15,14 +14,22 @@ import types
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
-from fastagent.sim import app as sim
-from fastagent.sim.app import FIRST, RECOVER, WRONG, SimProfile, parse_profile, plan
+from fastagent.cli import Parser
+from fastagent.errors import ExitCode
+from fastagent.sim import server
+from fastagent.sim.app import SimApp
+from fastagent.sim.data import WRONG_BODY, Outcome, TaskIndex, plan, tokenize, wrong_code
+from fastagent.sim.faults import FAULTS, HUGE_LINE_BYTES, NO_CODE_REPLY, FaultKind, pick_fault
+from fastagent.sim.profile import SimProfile, parse_fault, parse_faults, parse_profile
+from fastagent.speedups import SSEParser
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASET = ROOT / "dataset" / "humaneval_100.json"
@@ -97,27 +104,6 @@ _CHECKS = {
 }
 
 
-class _SplitParser:
-    """Stand-in for the project's SSE parser: the sim writes ``data: <json>\\n\\n`` only."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-
-    def feed(self, data: bytes) -> list[bytes]:
-        *events, self._buffer = (self._buffer + data).split(b"\n\n")
-        assert all(event.startswith(b"data: ") for event in events), events
-        return [event[len(b"data: ") :] for event in events]
-
-    def close(self) -> list[bytes]:
-        rest, self._buffer = self._buffer, b""
-        return [rest] if rest else []
-
-
-try:
-    from fastagent.speedups import SSEParser
-except ImportError:
-    SSEParser = _SplitParser  # type: ignore[assignment,misc]
-
 PROFILE = SimProfile(p_first=0.5, p_recover=0.25, ttft_ms=0.0, itl_ms=0.0)
 _CODE_RE = re.compile(r"```python\n(.*?)```", re.S)
 
@@ -163,11 +149,40 @@ def data(tmp_path: Path) -> Fixture:
     )
 
 
+#: Seconds after which a test that waits for something gives up: a guard against a hang,
+#: never a claim about speed.
+HANG_GUARD = 30.0
+
+
+class TrackedApp(SimApp):
+    """A SimApp that reports each return of its chat handler on ``returned``."""
+
+    def __init__(self, profile: SimProfile, data: Fixture) -> None:
+        super().__init__(profile, data.tasks, data.solutions)
+        self.returned: asyncio.Queue[None] = asyncio.Queue()
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await super().chat(request)
+        finally:
+            self.returned.put_nowait(None)
+
+    async def handler_returned(self) -> None:
+        await asyncio.wait_for(self.returned.get(), HANG_GUARD)
+
+
 def with_sim(
-    data: Fixture, profile: SimProfile, body: Callable[[str, aiohttp.ClientSession], Awaitable[Any]]
+    data: Fixture,
+    profile: SimProfile | SimApp,
+    body: Callable[[str, aiohttp.ClientSession], Awaitable[Any]],
 ) -> Any:
+    """Serve ``profile`` (or that app) on loopback; ``body(base_url, session)``'s result."""
+
     async def run() -> Any:
-        runner, base = await sim.start_sim(profile, data.tasks, data.solutions)
+        if isinstance(profile, SimApp):
+            runner, base = await server.start_app(profile.application())
+        else:
+            runner, base = await server.start_sim(profile, data.tasks, data.solutions)
         try:
             async with aiohttp.ClientSession() as session:
                 return await body(base, session)
@@ -203,9 +218,9 @@ async def complete(
     sent_at = time.monotonic()
     async with session.post(f"{base}/chat/completions", json=payload) as resp:
         result = Completion(resp.status, dict(resp.headers), sent_at=sent_at)
-        if not stream or resp.status != 200:
+        if not stream or resp.status != HTTPStatus.OK:
             result.body = await resp.json()
-            if resp.status == 200:
+            if resp.status == HTTPStatus.OK:
                 choice = result.body["choices"][0]
                 result.text = choice["message"]["content"]
                 result.finish_reason = choice["finish_reason"]
@@ -242,7 +257,7 @@ def code_of(text: str) -> str | None:
 
 
 def ids_by_outcome(task_ids: list[str], profile: SimProfile = PROFILE) -> dict[str, list[str]]:
-    by: dict[str, list[str]] = {FIRST: [], RECOVER: [], WRONG: []}
+    by: dict[str, list[str]] = {outcome: [] for outcome in Outcome}
     for tid, outcome in plan(profile, task_ids).items():
         by[outcome].append(tid)
     return by
@@ -275,12 +290,12 @@ def test_plan_counts_are_exact_and_seeded() -> None:
     ids = [f"HumanEval/{i}" for i in range(100)]
     outcomes = plan(SimProfile(), ids)
     assert list(outcomes) == ids
-    counts = {k: list(outcomes.values()).count(k) for k in (FIRST, RECOVER, WRONG)}
-    assert counts == {FIRST: 87, RECOVER: 6, WRONG: 7}
+    counts = {k: list(outcomes.values()).count(k) for k in Outcome}
+    assert counts == {Outcome.FIRST: 87, Outcome.RECOVER: 6, Outcome.WRONG: 7}
     assert plan(SimProfile(seed=7), ids) == plan(SimProfile(seed=7), ids)
     assert plan(SimProfile(seed=7), ids) != plan(SimProfile(seed=8), ids)
     everything = plan(SimProfile(p_first=1.0, p_recover=0.0), ids)
-    assert set(everything.values()) == {FIRST}
+    assert set(everything.values()) == {Outcome.FIRST}
     assert plan(SimProfile(), []) == {}
 
 
@@ -299,7 +314,11 @@ def test_parse_profile() -> None:
     }
     assert parse_profile("tokens_per_chunk=4").tokens_per_chunk == 4
     faulty = parse_profile("faults=http_429:0.2+reset + cut-json:0 ,seed=1")
-    assert faulty.faults == (("http_429", 0.2), ("reset", 1.0), ("cut_json", 0.0))
+    assert faulty.faults == (
+        (FaultKind.HTTP_429, 0.2),
+        (FaultKind.RESET, 1.0),
+        (FaultKind.CUT_JSON, 0.0),
+    )
     assert faulty.seed == 1
     assert parse_profile("faults=", base=faulty).faults == ()
 
@@ -314,6 +333,8 @@ def test_parse_profile() -> None:
         ("p_first=1.5", r"'p_first' must be within \[0, 1\]"),
         ("p_first=0.9,p_recover=0.2", r"'p_first' \+ 'p_recover' must not exceed 1"),
         ("itl_ms=-1", r"'itl_ms' must be a finite number >= 0"),
+        ("ttft_ms=inf", r"'ttft_ms' must be a finite number >= 0, got inf"),
+        ("seed=1.5", r"profile key 'seed' expects an integer, got '1.5'"),
         ("tokens_per_chunk=0", r"'tokens_per_chunk' must be >= 1"),
         ("model=", r"'model' must not be empty"),
         ("faults=gremlins", r"unknown fault 'gremlins' \(kinds: http_429, .*no_done\)"),
@@ -331,7 +352,7 @@ def test_parse_profile_errors(text: str, pattern: str) -> None:
 
 def test_tokenize_round_trips() -> None:
     text = "Here is   the implementation.\n\n```python\ndef f(x):\n    return x\n```\n"
-    tokens = sim.tokenize(text)
+    tokens = tokenize(text)
     assert "".join(tokens) == text
     assert all(len(t.lstrip()) <= 4 for t in tokens)
     assert 0.2 * len(text) <= len(tokens) <= 0.5 * len(text)
@@ -340,7 +361,7 @@ def test_tokenize_round_trips() -> None:
 def test_models_and_plan_endpoints(data: Fixture) -> None:
     async def body(base: str, session: aiohttp.ClientSession) -> None:
         async with session.get(f"{base}/models") as resp:
-            assert resp.status == 200
+            assert resp.status == HTTPStatus.OK
             models = await resp.json()
         assert models["object"] == "list"
         assert [m["id"] for m in models["data"]] == ["fastagent-sim"]
@@ -351,20 +372,20 @@ def test_models_and_plan_endpoints(data: Fixture) -> None:
             got = await resp.json()
         assert got["profile"] == json.loads(json.dumps(PROFILE.as_dict()))
         assert got["plan"] == plan(PROFILE, list(data.solutions_by_id))
-        counts = [list(got["plan"].values()).count(k) for k in (FIRST, RECOVER, WRONG)]
+        counts = [list(got["plan"].values()).count(k) for k in Outcome]
         assert counts == [4, 2, 2]
 
     with_sim(data, PROFILE, body)
 
 
 def test_stream_first_task_gives_the_solution(data: Fixture) -> None:
-    tid = ids_by_outcome(list(data.specs))[FIRST][0]
+    tid = ids_by_outcome(list(data.specs))[Outcome.FIRST][0]
 
     async def body(base: str, session: aiohttp.ClientSession) -> Completion:
         return await complete(session, base, conversation(data.specs[tid], 0))
 
     result = with_sim(data, PROFILE, body)
-    assert result.status == 200
+    assert result.status == HTTPStatus.OK
     assert result.headers["Content-Type"] == "text/event-stream"
     assert float(result.headers["X-Fastagent-Received"]) == result.timing["received"]
     assert code_of(result.text) == data.solutions_by_id[tid]
@@ -383,7 +404,7 @@ def test_stream_first_task_gives_the_solution(data: Fixture) -> None:
     assert done == "[DONE]"
     assert len({e["id"] for e in result.events[:-1]}) == 1
     assert len(result.content_chunks) == result.usage["completion_tokens"]
-    assert result.usage["completion_tokens"] == len(sim.tokenize(result.text))
+    assert result.usage["completion_tokens"] == len(tokenize(result.text))
     prompt_chars = sum(len(m["content"]) for m in conversation(data.specs[tid], 0))
     assert result.usage["prompt_tokens"] == prompt_chars // 4
     assert result.usage["total_tokens"] == prompt_chars // 4 + result.usage["completion_tokens"]
@@ -405,7 +426,11 @@ def test_outcomes_follow_the_plan(data: Fixture) -> None:
     for tid, spec in data.specs.items():
         test, ep = _CHECKS[entry_points[tid]], entry_points[tid]
         outcomes = [run_check(code_of(texts[tid, a]) or "", test, ep) is None for a in range(3)]
-        expected = {FIRST: [True] * 3, RECOVER: [False, True, True], WRONG: [False] * 3}
+        expected = {
+            Outcome.FIRST: [True] * 3,
+            Outcome.RECOVER: [False, True, True],
+            Outcome.WRONG: [False] * 3,
+        }
         assert outcomes == expected[plan(PROFILE, list(data.specs))[tid]], tid
         for attempt in range(3):
             code = code_of(texts[tid, attempt])
@@ -414,7 +439,7 @@ def test_outcomes_follow_the_plan(data: Fixture) -> None:
                 assert code.startswith(spec)
                 assert code.endswith('    raise NotImplementedError("simulated wrong answer")\n')
         assert texts[tid, 1].startswith("Here is the corrected implementation.")
-    assert by[RECOVER] and by[WRONG]
+    assert by[Outcome.RECOVER] and by[Outcome.WRONG]
 
 
 def test_tasks_sharing_an_entry_point_are_told_apart(data: Fixture) -> None:
@@ -441,27 +466,27 @@ def test_unknown_prompt_gets_no_code(data: Fixture) -> None:
         ]
 
     for result in with_sim(data, PROFILE, body):
-        assert result.status == 200
+        assert result.status == HTTPStatus.OK
         assert "I could not find a task in this prompt." in result.text
         assert "```" not in result.text
         assert result.finish_reason == "stop"
 
 
 def test_non_stream_body(data: Fixture) -> None:
-    tid = ids_by_outcome(list(data.specs))[FIRST][0]
+    tid = ids_by_outcome(list(data.specs))[Outcome.FIRST][0]
 
     async def body(base: str, session: aiohttp.ClientSession) -> Completion:
         return await complete(session, base, conversation(data.specs[tid], 0), stream=False)
 
     result = with_sim(data, PROFILE, body)
-    assert result.status == 200
+    assert result.status == HTTPStatus.OK
     assert result.headers["Content-Type"].startswith("application/json")
     assert result.body["object"] == "chat.completion"
     assert result.body["model"] == "fastagent-sim"
     assert result.body["choices"][0]["message"]["role"] == "assistant"
     assert code_of(result.text) == data.solutions_by_id[tid]
     assert result.finish_reason == "stop"
-    assert result.usage["completion_tokens"] == len(sim.tokenize(result.text))
+    assert result.usage["completion_tokens"] == len(tokenize(result.text))
     timing = result.timing
     assert result.sent_at <= timing["received"] <= timing["first_byte"] <= timing["last_byte"]
     assert float(result.headers["X-Fastagent-Received"]) == timing["received"]
@@ -506,7 +531,7 @@ def test_tokens_per_chunk(data: Fixture) -> None:
         return await complete(session, base, conversation(data.specs["T/3"], 0))
 
     result = with_sim(data, profile, body)
-    tokens = sim.tokenize(result.text)
+    tokens = tokenize(result.text)
     expected = ["".join(tokens[i : i + 3]) for i in range(0, len(tokens), 3)]
     assert result.content_chunks == expected
     assert result.usage["completion_tokens"] == len(tokens)
@@ -529,7 +554,7 @@ def test_max_tokens_truncates(data: Fixture, stream: bool, tokens_per_chunk: int
     full, cut = with_sim(data, profile, body)
     assert cut.finish_reason == "length"
     assert cut.usage["completion_tokens"] == 7
-    assert cut.text == "".join(sim.tokenize(full.text)[:7])
+    assert cut.text == "".join(tokenize(full.text)[:7])
     if stream:
         assert len(cut.content_chunks) == -(-7 // tokens_per_chunk)
 
@@ -552,7 +577,7 @@ def test_bad_requests_get_400(data: Fixture, payload: bytes, needle: str) -> Non
             return r.status, await r.json()
 
     status, error = with_sim(data, PROFILE, body)
-    assert status == 400
+    assert status == HTTPStatus.BAD_REQUEST
     assert error["error"]["type"] == "invalid_request_error"
     assert needle in error["error"]["message"]
 
@@ -578,32 +603,33 @@ def test_content_parts_and_concurrency(data: Fixture) -> None:
 
 
 def test_client_disconnect_mid_stream(data: Fixture) -> None:
-    profile = SimProfile(p_first=1.0, p_recover=0.0, ttft_ms=0, itl_ms=5)
+    """The handler of a stream whose client left returns quietly; the sim serves on."""
+    app = TrackedApp(SimProfile(p_first=1.0, p_recover=0.0, ttft_ms=0, itl_ms=5), data)
 
     async def body(base: str, session: aiohttp.ClientSession) -> Completion:
         payload = {"messages": conversation(data.specs["T/0"], 0), "stream": True}
         async with session.post(f"{base}/chat/completions", json=payload) as resp:
             await resp.content.readany()
             resp.close()
-        await asyncio.sleep(0.05)
+        await app.handler_returned()
         return await complete(session, base, conversation(data.specs["T/0"], 0), stream=False)
 
-    result = with_sim(data, profile, body)
+    result = with_sim(data, app, body)
     assert code_of(result.text) == data.solutions_by_id["T/0"]
 
 
 def test_wrong_code_keeps_helpers_and_compiles() -> None:
     spec = _TASKS[3][2]
-    code = sim.wrong_code(spec, "shout")
+    code = wrong_code(spec, "shout")
     assert code == spec + '    raise NotImplementedError("simulated wrong answer")\n'
     namespace: dict[str, Any] = {}
     exec(code, namespace)
     assert namespace["_upper"]("a") == "A"
     with pytest.raises(NotImplementedError):
         namespace["shout"]("a")
-    tabbed = sim.wrong_code('def f(x):\n\t"""Tabs."""', "f")
-    assert tabbed == 'def f(x):\n\t"""Tabs."""\n\t' + sim.WRONG_BODY + "\n"
-    assert compile(sim.wrong_code("def broken(:", "broken"), "<t>", "exec")
+    tabbed = wrong_code('def f(x):\n\t"""Tabs."""', "f")
+    assert tabbed == 'def f(x):\n\t"""Tabs."""\n\t' + WRONG_BODY + "\n"
+    assert compile(wrong_code("def broken(:", "broken"), "<t>", "exec")
 
 
 @pytest.mark.skipif(not (DATASET.exists() and SOLUTIONS.exists()), reason="dataset not built")
@@ -612,12 +638,12 @@ def test_real_dataset_right_passes_and_wrong_fails() -> None:
     solutions = {row["id"]: row for row in json.loads(SOLUTIONS.read_text())}
     assert len(tasks) == 100
     counts = list(plan(SimProfile(), solutions).values())
-    assert [counts.count(k) for k in (FIRST, RECOVER, WRONG)] == [87, 6, 7]
-    index = sim._TaskIndex({t["id"]: t["spec"] for t in tasks})
+    assert [counts.count(k) for k in Outcome] == [87, 6, 7]
+    index = TaskIndex({t["id"]: t["spec"] for t in tasks})
     for task in tasks:
         row = solutions[task["id"]]
         assert index.find(prompt_for(task["spec"])) == task["id"]
-        wrong = sim.wrong_code(task["spec"], row["entry_point"])
+        wrong = wrong_code(task["spec"], row["entry_point"])
         assert wrong.startswith(task["spec"])
         error = run_check(wrong, task["test"], row["entry_point"])
         assert isinstance(error, NotImplementedError), (task["id"], error)
@@ -625,9 +651,11 @@ def test_real_dataset_right_passes_and_wrong_fails() -> None:
 
 
 def _launch(*argv: str) -> subprocess.Popen[str]:
+    """The ``fastagent sim`` command module run with ``argv``, as the CLI runs it."""
     code = (
-        "import argparse,sys; from fastagent.sim import app as sim; p=argparse.ArgumentParser(); "
-        "sim.add_arguments(p); sys.exit(sim.main(p.parse_args(sys.argv[1:])))"
+        "import sys; from fastagent.cli import Parser; from fastagent.sim import server; "
+        "p = Parser(prog='fastagent sim'); server.add_arguments(p); "
+        "sys.exit(server.main(p.parse_args(sys.argv[1:])))"
     )
     env = {
         **os.environ,
@@ -670,8 +698,8 @@ def test_subprocess_ready_line_and_sigterm(data: Fixture) -> None:
 
         assert asyncio.run(models())["data"][0]["id"] == "sim-y"
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=10)
-        assert proc.returncode == 0, err
+        out, err = proc.communicate(timeout=HANG_GUARD)
+        assert proc.returncode == ExitCode.OK, err
         assert out == ""
     finally:
         if proc.poll() is None:
@@ -683,21 +711,88 @@ def test_subprocess_ready_line_and_sigterm(data: Fixture) -> None:
     ("argv", "needle"),
     [
         (["--profile", "warp=9"], "unknown profile key 'warp'"),
-        (["--p-first", "2"], "'p_first' must be within [0, 1]"),
+        (["--p-first", "2"], "argument --p-first: expected a number >= 0 and <= 1, got '2'"),
+        (["--port", "99999"], "argument --port: expected an integer >= 0 and <= 65535"),
+        (["--p-first", "0.9", "--p-recover", "0.2"], "'p_first' + 'p_recover' must not exceed 1"),
         (["--dataset", "/nonexistent/tasks.json"], "dataset file not found: /nonexistent"),
         (["--fault", "gremlins:0.5"], "unknown fault 'gremlins'"),
         (["--fault", "stall:2"], "fault 'stall': rate must be within [0, 1]"),
+        (["--fault", "reset", "--fault", "reset:0.5"], "fault 'reset' is given twice"),
     ],
 )
 def test_subprocess_bad_input_exits_2(data: Fixture, argv: list[str], needle: str) -> None:
     base = ["--port", "0", "--dataset", str(data.tasks), "--solutions", str(data.solutions)]
     proc = _launch(*base, *argv)
-    out, err = proc.communicate(timeout=20)
-    assert proc.returncode == 2
+    out, err = proc.communicate(timeout=HANG_GUARD)
+    assert proc.returncode == ExitCode.BAD_INPUT
     assert out == ""
     assert len(err.strip().splitlines()) == 1, err
     assert needle in err
     assert err.startswith("fastagent sim: error: ")
+
+
+def sim_parser() -> Parser:
+    parser = Parser(prog="fastagent sim")
+    server.add_arguments(parser)
+    return parser
+
+
+def test_flags_take_the_profile_fields_types() -> None:
+    argv = [
+        "--seed", "3", "--p-first", "0.5", "--p-recover", "0", "--ttft-ms", "0",
+        "--itl-ms", "1.5", "--tokens-per-chunk", "2", "--model", "m", "--port", "65535",
+    ]  # fmt: skip
+    args = sim_parser().parse_args(argv)
+    assert args.port == 65535
+    assert server.profile_from_args(args) == SimProfile(
+        seed=3, p_first=0.5, p_recover=0.0, ttft_ms=0.0, itl_ms=1.5, tokens_per_chunk=2, model="m"
+    )
+    assert sim_parser().parse_args([]).port == 8800
+    assert server.profile_from_args(sim_parser().parse_args([])) == SimProfile()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--port", "99999"],
+            "argument --port: expected an integer >= 0 and <= 65535, got '99999'",
+        ),
+        (["--port", "-1"], "argument --port: expected an integer >= 0 and <= 65535, got '-1'"),
+        (["--seed", "x"], "argument --seed: expected an integer, got 'x'"),
+        (
+            ["--p-recover", "1.5"],
+            "argument --p-recover: expected a number >= 0 and <= 1, got '1.5'",
+        ),
+        (["--ttft-ms", "-1"], "argument --ttft-ms: expected a number >= 0, got '-1'"),
+        (["--itl-ms", "fast"], "argument --itl-ms: expected a number >= 0, got 'fast'"),
+        (
+            ["--tokens-per-chunk", "0"],
+            "argument --tokens-per-chunk: expected an integer >= 1, got '0'",
+        ),
+        (["--fault", "stall:x"], "argument --fault: fault 'stall': rate must be a number, got 'x'"),
+    ],
+)
+def test_bad_flag_is_one_line_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        sim_parser().parse_args(argv)
+    assert info.value.code == ExitCode.BAD_INPUT
+    assert capsys.readouterr().err == f"fastagent sim: error: {message} (see --help)\n"
+
+
+def test_importing_the_launcher_loads_no_simulator() -> None:
+    """The measured process imports fastagent.sim.launcher: that must not load the sim."""
+    code = (
+        "import sys, fastagent.sim.launcher; "
+        "loaded = [m for m in sys.modules if m.startswith('fastagent.sim.') or m == 'aiohttp']; "
+        "assert loaded == ['fastagent.sim.launcher'], loaded"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_GUARD
+    )
+    assert proc.returncode == 0, proc.stderr
 
 
 @pytest.mark.skipif(not (DATASET.exists() and SOLUTIONS.exists()), reason="dataset not built")
@@ -728,7 +823,7 @@ def test_real_dataset_pass_counts_over_http() -> None:
 # ---- fault injection --------------------------------------------------------------------------
 
 
-def faulty(kind: str, **extra: Any) -> SimProfile:
+def faulty(kind: FaultKind, **extra: Any) -> SimProfile:
     """Right answers at once and no delays, with ``kind`` hitting every request."""
     settings: dict[str, Any] = {"p_first": 1.0, "p_recover": 0.0, "ttft_ms": 0, "itl_ms": 0}
     return SimProfile(**{**settings, "faults": ((kind, 1.0),), **extra})
@@ -736,7 +831,7 @@ def faulty(kind: str, **extra: Any) -> SimProfile:
 
 @dataclass
 class Raw:
-    """A response read as bytes until it ended, broke or the reading time ran out."""
+    """A response read as bytes until it ended or broke."""
 
     status: int
     headers: dict[str, str]
@@ -745,29 +840,32 @@ class Raw:
 
 
 async def raw_post(
-    session: aiohttp.ClientSession,
-    base: str,
-    spec: str,
-    stream: bool = True,
-    read_for: float | None = 10.0,
+    session: aiohttp.ClientSession, base: str, spec: str, stream: bool = True
 ) -> Raw:
     payload = {"messages": conversation(spec, 0), "stream": stream}
     async with session.post(f"{base}/chat/completions", json=payload) as resp:
         body = bytearray()
         error: BaseException | None = None
         try:
-            async with asyncio.timeout(read_for):
+            async with asyncio.timeout(HANG_GUARD):
                 async for piece in resp.content.iter_any():
                     body += piece
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except aiohttp.ClientError as exc:
             error = exc
         return Raw(resp.status, dict(resp.headers), bytes(body), error)
 
 
-async def raw_exchange(base: str, spec: str) -> tuple[bytes, BaseException | None]:
-    """Send one streamed request over a bare socket; the bytes that came back and the error."""
+async def raw_exchange(
+    base: str, spec: str, stream: bool = True, until: Callable[[bytes], bool] | None = None
+) -> tuple[bytes, BaseException | None]:
+    """Send one request over a bare socket; the bytes that came back and the error.
+
+    With ``until``, read until ``until(bytes so far)`` holds, then leave: shut down the
+    sending side, which the sim sees as the client gone, and read what it still sends until
+    it closes the connection. Without, read until the sim ends the connection.
+    """
     url = urllib.parse.urlsplit(base)
-    body = json.dumps({"messages": conversation(spec, 0), "stream": True}).encode()
+    body = json.dumps({"messages": conversation(spec, 0), "stream": stream}).encode()
     head = (
         f"POST /v1/chat/completions HTTP/1.1\r\nHost: {url.netloc}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
@@ -777,87 +875,134 @@ async def raw_exchange(base: str, spec: str) -> tuple[bytes, BaseException | Non
     error: BaseException | None = None
     try:
         writer.write(head.encode() + body)
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(HANG_GUARD):
+            while until is not None and not until(bytes(got)):
+                piece = await reader.read(65536)
+                assert piece, f"the sim ended the connection first: {bytes(got)!r}"
+                got += piece
+            if until is not None:
+                writer.write_eof()
             while piece := await reader.read(65536):
                 got += piece
-    except (ConnectionError, TimeoutError) as exc:
+    except ConnectionError as exc:
         error = exc
     finally:
         writer.close()
     return bytes(got), error
 
 
+def http_response(raw: bytes) -> tuple[dict[str, str], bytes, bool]:
+    """The headers (names lower-cased), the body (chunked framing undone) and whether the body
+    came whole, of an HTTP/1.1 response read as bytes."""
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")[1:]
+    headers = {name.lower(): value for name, _, value in (line.partition(": ") for line in lines)}
+    if headers.get("transfer-encoding") != "chunked":
+        length = headers.get("content-length")
+        return headers, rest, length is not None and len(rest) == int(length)
+    body = bytearray()
+    while True:
+        size_line, sep, rest = rest.partition(b"\r\n")
+        if not sep:
+            return headers, bytes(body), False
+        size = int(size_line, 16)
+        if size == 0:
+            return headers, bytes(body), True
+        body += rest[:size]
+        rest = rest[size + 2 :]
+
+
 def events_of(body: bytes) -> list[bytes]:
     return [event for event in body.split(b"\n\n") if event]
 
 
+def test_fault_table_describes_every_kind() -> None:
+    assert {kind.value for kind in FaultKind} == {
+        *("http_429", "http_500", "http_502", "http_503", "refuse", "reset", "cut_json"),
+        *("malformed_json", "stall", "huge_line", "invalid_utf8", "empty", "no_code", "no_done"),
+    }
+    assert list(FAULTS) == list(FaultKind)
+    assert all(kind is fault.kind for kind, fault in FAULTS.items())
+    http = {kind for kind, fault in FAULTS.items() if fault.http_error is not None}
+    assert http == {FaultKind.HTTP_429, FaultKind.HTTP_500, FaultKind.HTTP_502, FaultKind.HTTP_503}
+
+
 def test_pick_fault_is_seeded_and_follows_rates() -> None:
-    faults = (("http_503", 0.3), ("reset", 0.5))
-    seq = [sim.pick_fault(faults, 7, n) for n in range(1, 2001)]
-    assert seq == [sim.pick_fault(faults, 7, n) for n in range(1, 2001)]
-    assert seq != [sim.pick_fault(faults, 8, n) for n in range(1, 2001)]
-    assert 0.25 < seq.count("http_503") / len(seq) < 0.35
-    assert 0.30 < seq.count("reset") / len(seq) < 0.40  # (1 - 0.3) * 0.5: the first wins
-    first_wins = (("stall", 1.0), ("reset", 1.0))
-    assert {sim.pick_fault(first_wins, 0, n) for n in range(1, 100)} == {"stall"}
-    assert {sim.pick_fault((("stall", 0.0),), 0, n) for n in range(1, 100)} == {None}
-    assert sim.pick_fault((), 0, 1) is None
+    faults = ((FaultKind.HTTP_503, 0.3), (FaultKind.RESET, 0.5))
+    seq = [pick_fault(faults, 7, n) for n in range(1, 2001)]
+    assert seq == [pick_fault(faults, 7, n) for n in range(1, 2001)]
+    assert seq != [pick_fault(faults, 8, n) for n in range(1, 2001)]
+    assert 0.25 < seq.count(FaultKind.HTTP_503) / len(seq) < 0.35
+    # (1 - 0.3) * 0.5: the first wins
+    assert 0.30 < seq.count(FaultKind.RESET) / len(seq) < 0.40
+    first_wins = ((FaultKind.STALL, 1.0), (FaultKind.RESET, 1.0))
+    assert {pick_fault(first_wins, 0, n) for n in range(1, 100)} == {FaultKind.STALL}
+    assert {pick_fault(((FaultKind.STALL, 0.0),), 0, n) for n in range(1, 100)} == {None}
+    assert pick_fault((), 0, 1) is None
 
 
 def test_profile_faults_are_checked_and_normalised() -> None:
     profile = SimProfile(faults=[["reset", 1], ("stall", 0.5)])  # type: ignore[arg-type]
-    assert profile.faults == (("reset", 1.0), ("stall", 0.5))
+    assert profile.faults == ((FaultKind.RESET, 1.0), (FaultKind.STALL, 0.5))
     assert isinstance(profile.faults[0], tuple) and isinstance(profile.faults[0][1], float)
-    assert hash(profile) == hash(SimProfile(faults=(("reset", 1.0), ("stall", 0.5))))
-    assert sim.parse_fault("http-503") == ("http_503", 1.0)
-    assert sim.parse_fault(" reset:0.25 ") == ("reset", 0.25)
-    assert sim.parse_faults("") == ()
-    assert set(sim.FAULT_KINDS) == {
-        *("http_429", "http_500", "http_502", "http_503", "refuse", "reset", "cut_json"),
-        *("malformed_json", "stall", "huge_line", "invalid_utf8", "empty", "no_code", "no_done"),
-    }
+    assert profile.faults[0][0] is FaultKind.RESET
+    assert hash(profile) == hash(
+        SimProfile(faults=((FaultKind.RESET, 1.0), (FaultKind.STALL, 0.5)))
+    )
+    assert parse_fault("http-503") == (FaultKind.HTTP_503, 1.0)
+    assert parse_fault(" reset:0.25 ") == (FaultKind.RESET, 0.25)
+    assert parse_faults("") == ()
     with pytest.raises(ValueError, match=r"unknown fault 'boom'"):
-        SimProfile(faults=(("boom", 1.0),))
+        SimProfile(faults=(("boom", 1.0),))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"is not a \(kind, rate\) pair"):
         SimProfile(faults=("reset",))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"fault 'reset': rate must be a number"):
         SimProfile(faults=(("reset", "1"),))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"fault 'reset': rate must be within \[0, 1\], got 2$"):
+        SimProfile(faults=((FaultKind.RESET, 2),))
 
 
 def test_fault_flags_replace_the_profile_faults() -> None:
-    parser = argparse.ArgumentParser()
-    sim.add_arguments(parser)
+    parser = sim_parser()
     args = parser.parse_args(["--profile", "faults=reset,seed=2"])
-    assert sim.profile_from_args(args).faults == (("reset", 1.0),)
+    assert server.profile_from_args(args).faults == ((FaultKind.RESET, 1.0),)
     args = parser.parse_args(
         ["--profile", "faults=reset,seed=2", "--fault", "http_429:0.5", "--fault", "stall"]
     )
-    profile = sim.profile_from_args(args)
-    assert profile.faults == (("http_429", 0.5), ("stall", 1.0))
+    profile = server.profile_from_args(args)
+    assert profile.faults == ((FaultKind.HTTP_429, 0.5), (FaultKind.STALL, 1.0))
     assert profile.seed == 2
 
 
 @pytest.mark.parametrize(
-    ("kind", "status"), [("http_429", 429), ("http_500", 500), ("http_502", 502), ("http_503", 503)]
+    ("kind", "status"),
+    [
+        (FaultKind.HTTP_429, HTTPStatus.TOO_MANY_REQUESTS),
+        (FaultKind.HTTP_500, HTTPStatus.INTERNAL_SERVER_ERROR),
+        (FaultKind.HTTP_502, HTTPStatus.BAD_GATEWAY),
+        (FaultKind.HTTP_503, HTTPStatus.SERVICE_UNAVAILABLE),
+    ],
 )
-def test_http_fault_is_an_openai_error(data: Fixture, kind: str, status: int) -> None:
+def test_http_fault_is_an_openai_error(data: Fixture, kind: FaultKind, status: HTTPStatus) -> None:
     async def body(base: str, session: aiohttp.ClientSession) -> Completion:
         return await complete(session, base, conversation(data.specs["T/0"], 0))
 
     result = with_sim(data, faulty(kind), body)
+    rate_limited = status is HTTPStatus.TOO_MANY_REQUESTS
     assert result.status == status
-    assert result.headers.get("Retry-After") == ("1" if status == 429 else None)
+    assert result.headers.get("Retry-After") == ("1" if rate_limited else None)
+    assert float(result.headers["X-Fastagent-Received"]) > 0
     error = result.body["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert f"simulated fault {kind}" in error["message"]
-    assert error["code"] == ("rate_limit_exceeded" if status == 429 else None)
+    assert error["code"] == ("rate_limit_exceeded" if rate_limited else None)
 
 
 def test_refuse_closes_the_connection_without_a_byte(data: Fixture) -> None:
     async def body(base: str, session: aiohttp.ClientSession) -> Any:
         return await raw_exchange(base, data.specs["T/0"])
 
-    got, error = with_sim(data, faulty("refuse"), body)
+    got, error = with_sim(data, faulty(FaultKind.REFUSE), body)
     assert got == b"" and error is None  # an orderly close, nothing sent
 
 
@@ -865,7 +1010,7 @@ def test_reset_sends_some_content_then_a_tcp_reset(data: Fixture) -> None:
     async def body(base: str, session: aiohttp.ClientSession) -> Any:
         return await raw_exchange(base, data.specs["T/0"])
 
-    got, error = with_sim(data, faulty("reset"), body)
+    got, error = with_sim(data, faulty(FaultKind.RESET), body)
     assert got.startswith(b"HTTP/1.1 200 OK\r\n")
     assert got.count(b'"delta":{"content":') >= 1
     assert b"[DONE]" not in got and b'"finish_reason":"stop"' not in got
@@ -876,7 +1021,7 @@ def test_cut_json_ends_the_body_inside_an_event(data: Fixture) -> None:
     async def body(base: str, session: aiohttp.ClientSession) -> Raw:
         return await raw_post(session, base, data.specs["T/0"])
 
-    raw = with_sim(data, faulty("cut_json"), body)
+    raw = with_sim(data, faulty(FaultKind.CUT_JSON), body)
     assert raw.error is None and raw.headers.get("Connection", "").lower() == "close"
     *whole, last = raw.body.split(b"\n\n")
     assert len(whole) >= 2  # the role chunk and at least one content chunk
@@ -889,7 +1034,7 @@ def test_malformed_json_event_mid_stream(data: Fixture) -> None:
     async def body(base: str, session: aiohttp.ClientSession) -> Raw:
         return await raw_post(session, base, data.specs["T/0"])
 
-    raw = with_sim(data, faulty("malformed_json"), body)
+    raw = with_sim(data, faulty(FaultKind.MALFORMED_JSON), body)
     events = events_of(raw.body)
     assert raw.error is None and events[-1] == b"data: [DONE]"
     bad = events.index(b"data: {not json}")
@@ -906,7 +1051,7 @@ def test_invalid_utf8_event_mid_stream(data: Fixture) -> None:
     async def body(base: str, session: aiohttp.ClientSession) -> Raw:
         return await raw_post(session, base, data.specs["T/0"])
 
-    raw = with_sim(data, faulty("invalid_utf8"), body)
+    raw = with_sim(data, faulty(FaultKind.INVALID_UTF8), body)
     events = events_of(raw.body)
     assert raw.error is None and events[-1] == b"data: [DONE]"
     bad = []
@@ -922,43 +1067,59 @@ def test_huge_line_is_one_multi_megabyte_event(data: Fixture) -> None:
     async def body(base: str, session: aiohttp.ClientSession) -> Raw:
         return await raw_post(session, base, data.specs["T/0"])
 
-    raw = with_sim(data, faulty("huge_line"), body)
+    raw = with_sim(data, faulty(FaultKind.HUGE_LINE), body)
     events = events_of(raw.body)
     assert raw.error is None and events[-1] == b"data: [DONE]"
     (huge,) = [event for event in events if len(event) > 1 << 20]
     assert b"\n" not in huge
-    assert json.loads(huge[6:])["choices"][0]["delta"]["content"] == "x" * sim.HUGE_LINE_BYTES
+    assert json.loads(huge[6:])["choices"][0]["delta"]["content"] == "x" * HUGE_LINE_BYTES
 
 
 def test_stall_sends_one_chunk_then_nothing_and_lets_go(data: Fixture) -> None:
-    async def body(base: str, session: aiohttp.ClientSession) -> Raw:
-        return await raw_post(session, base, data.specs["T/0"], read_for=0.5)
+    """Role chunk and one content chunk, then nothing until the client leaves, when the
+    handler returns (so the sim's shutdown does not wait for it)."""
+    app = TrackedApp(faulty(FaultKind.STALL), data)
 
-    t0 = time.monotonic()
-    raw = with_sim(data, faulty("stall"), body)
-    # The sim's shutdown waits up to 2 s for handlers: the stalled one left with its client.
-    assert time.monotonic() - t0 < 2.2
-    assert isinstance(raw.error, TimeoutError)
-    events = events_of(raw.body)
-    assert len(events) == 2  # the role chunk and one content chunk
+    def two_events(got: bytes) -> bool:
+        return len(events_of(http_response(got)[1])) >= 2
+
+    async def body(base: str, session: aiohttp.ClientSession) -> Any:
+        got = await raw_exchange(base, data.specs["T/0"], until=two_events)
+        await app.handler_returned()
+        return got
+
+    got, error = with_sim(data, app, body)
+    headers, stream, whole = http_response(got)
+    assert headers["content-type"] == "text/event-stream"
+    assert error is None and not whole  # the sim closed the stream unfinished
+    events = events_of(stream)
+    assert len(events) == 2  # the role chunk and one content chunk: nothing after them
+    assert json.loads(events[0][6:])["choices"][0]["delta"]["role"] == "assistant"
     assert json.loads(events[1][6:])["choices"][0]["delta"]["content"]
 
 
 def test_no_done_sends_keepalives_and_never_ends(data: Fixture) -> None:
-    async def body(base: str, session: aiohttp.ClientSession) -> Raw:
-        return await raw_post(session, base, data.specs["T/0"], read_for=1.6)
+    """Every content chunk, then a ``: ping`` comment every second and never a finish, usage
+    or ``[DONE]``, until the client leaves, when the handler returns."""
+    app = TrackedApp(faulty(FaultKind.NO_DONE), data)
 
-    t0 = time.monotonic()
-    raw = with_sim(data, faulty("no_done"), body)
-    assert time.monotonic() - t0 < 3.3  # not held up by the sim's 2 s shutdown grace
-    assert isinstance(raw.error, TimeoutError)
-    events = events_of(raw.body)
-    assert events[-1] == b": ping" and events.count(b": ping") >= 1
+    async def body(base: str, session: aiohttp.ClientSession) -> Any:
+        got = await raw_exchange(base, data.specs["T/0"], until=lambda got: b": ping" in got)
+        await app.handler_returned()
+        return got
+
+    got, error = with_sim(data, app, body)
+    _, stream, whole = http_response(got)
+    assert error is None and not whole
+    events = events_of(stream)
+    assert events[-1] == b": ping"
     chunks = [json.loads(e[6:]) for e in events if e.startswith(b"data: ")]
+    assert all(e in (b": ping", b"data: [DONE]") or e.startswith(b"data: {") for e in events)
+    assert b"data: [DONE]" not in events
     assert all(c["choices"][0]["finish_reason"] is None for c in chunks)
     assert not any("usage" in c for c in chunks)
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
-    assert code_of(text) == data.solutions_by_id["T/0"]
+    assert code_of(text) == data.solutions_by_id["T/0"]  # the pings come after all content
 
 
 @pytest.mark.parametrize("stream", [True, False])
@@ -966,45 +1127,62 @@ def test_empty_and_no_code_replies_are_well_formed(data: Fixture, stream: bool) 
     async def body(base: str, session: aiohttp.ClientSession) -> Completion:
         return await complete(session, base, conversation(data.specs["T/0"], 0), stream=stream)
 
-    empty = with_sim(data, faulty("empty"), body)
-    assert empty.status == 200 and empty.text == "" and empty.finish_reason == "stop"
+    empty = with_sim(data, faulty(FaultKind.EMPTY), body)
+    assert empty.status == HTTPStatus.OK and empty.text == "" and empty.finish_reason == "stop"
     assert empty.usage["completion_tokens"] == 0
     if stream:
         assert empty.content_chunks == [] and empty.events[-1] == "[DONE]"
-    prose = with_sim(data, faulty("no_code"), body)
-    assert prose.text == sim.NO_CODE_REPLY and "`" not in prose.text
+    prose = with_sim(data, faulty(FaultKind.NO_CODE), body)
+    assert prose.text == NO_CODE_REPLY and "`" not in prose.text
     assert prose.finish_reason == "stop"
 
 
 def test_non_streamed_faults_in_body_form(data: Fixture) -> None:
     spec = data.specs["T/0"]
 
-    def post(kind: str, read_for: float = 10.0) -> Raw:
+    def post(kind: FaultKind) -> Raw:
         async def body(base: str, session: aiohttp.ClientSession) -> Raw:
-            return await raw_post(session, base, spec, stream=False, read_for=read_for)
+            return await raw_post(session, base, spec, stream=False)
 
         return with_sim(data, faulty(kind), body)
 
-    raw = post("cut_json")
+    def leave(kind: FaultKind, until: Callable[[bytes], bool]) -> tuple[dict[str, str], bytes]:
+        """Read until ``until``, leave; the headers and the body, once the handler returned."""
+        app = TrackedApp(faulty(kind), data)
+
+        async def body(base: str, session: aiohttp.ClientSession) -> Any:
+            got, error = await raw_exchange(base, spec, stream=False, until=until)
+            await app.handler_returned()
+            assert error is None
+            return got
+
+        headers, content, _ = http_response(with_sim(data, app, body))
+        return headers, content
+
+    raw = post(FaultKind.CUT_JSON)
     assert raw.error is None and int(raw.headers["Content-Length"]) == len(raw.body)
     with pytest.raises(json.JSONDecodeError):
         json.loads(raw.body)
-    assert post("malformed_json").body == b"{not json}"
+    assert post(FaultKind.MALFORMED_JSON).body == b"{not json}"
     with pytest.raises(UnicodeDecodeError):
-        post("invalid_utf8").body.decode("utf-8")
-    huge = post("huge_line")
-    assert len(json.loads(huge.body)["choices"][0]["message"]["content"]) == sim.HUGE_LINE_BYTES
-    reset = post("reset")
+        post(FaultKind.INVALID_UTF8).body.decode("utf-8")
+    huge = post(FaultKind.HUGE_LINE)
+    assert len(json.loads(huge.body)["choices"][0]["message"]["content"]) == HUGE_LINE_BYTES
+    reset = post(FaultKind.RESET)
     assert isinstance(reset.error, aiohttp.ClientPayloadError) and reset.body
-    stalled = post("stall", read_for=0.3)
-    assert isinstance(stalled.error, TimeoutError) and stalled.body == b""
-    trickle = post("no_done", read_for=1.3)
-    assert isinstance(trickle.error, TimeoutError) and trickle.body.endswith(b"} ")
-    assert trickle.body.startswith(b'{"id":')
+    # stall: the headers (no Content-Length), then nothing until the client leaves
+    headers, stalled = leave(FaultKind.STALL, lambda got: b"\r\n\r\n" in got)
+    assert stalled == b"" and "content-length" not in headers
+    # no_done: all but the body's last byte, then a space every second
+    headers, trickle = leave(FaultKind.NO_DONE, lambda got: http_response(got)[1].endswith(b"} "))
+    assert trickle.startswith(b'{"id":') and trickle.endswith(b"} ")
+    assert "content-length" not in headers
+    completion = json.loads(trickle.rstrip(b" ") + b"}")
+    assert code_of(completion["choices"][0]["message"]["content"]) == data.solutions_by_id["T/0"]
 
 
 def test_stats_count_requests_and_injected_faults(data: Fixture) -> None:
-    faults = (("http_503", 0.4), ("empty", 0.2))
+    faults = ((FaultKind.HTTP_503, 0.4), (FaultKind.EMPTY, 0.2))
     profile = SimProfile(seed=3, ttft_ms=0, itl_ms=0, faults=faults)
 
     async def body(base: str, session: aiohttp.ClientSession) -> tuple[list[Completion], Any]:
@@ -1016,10 +1194,14 @@ def test_stats_count_requests_and_injected_faults(data: Fixture) -> None:
             return results, await resp.json()
 
     results, stats = with_sim(data, profile, body)
-    expected = [sim.pick_fault(faults, 3, n) for n in range(1, 31)]
-    assert [r.status == 503 for r in results] == [kind == "http_503" for kind in expected]
-    assert [r.status == 200 and r.text == "" for r in results] == [k == "empty" for k in expected]
+    expected = [pick_fault(faults, 3, n) for n in range(1, 31)]
+    unavailable = [r.status == HTTPStatus.SERVICE_UNAVAILABLE for r in results]
+    assert unavailable == [kind is FaultKind.HTTP_503 for kind in expected]
+    empty = [r.status == HTTPStatus.OK and r.text == "" for r in results]
+    assert empty == [kind is FaultKind.EMPTY for kind in expected]
     assert stats == {
         "requests": 30,
-        "faults": {k: expected.count(k) for k in ("http_503", "empty") if k in expected},
+        "faults": {
+            k: expected.count(k) for k in (FaultKind.HTTP_503, FaultKind.EMPTY) if k in expected
+        },
     }
