@@ -18,7 +18,8 @@ from fastagent.cli import _Flag, _unwrap, bench_flags, build_parser, config_from
 from fastagent.cli import main as cli_main
 from fastagent.dataset import default_dataset_path, default_solutions_path
 from fastagent.schema import COLUMNS, Summary
-from fastagent.sim.app import SimProfile, plan
+from fastagent.sim.data import plan
+from fastagent.sim.profile import SimProfile
 
 
 def fastagent(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300):

@@ -58,7 +58,7 @@ from .summaries import SummaryView, load_summary
 from .tables import MISSING, format_table, format_value
 
 if TYPE_CHECKING:
-    from ..sim.app import SimProfile
+    from ..sim.profile import SimProfile
 
 __all__ = [
     "COLUMNS",
@@ -257,7 +257,7 @@ def _output_dir(text: str | None) -> Path:
 
 def _prepare(args: argparse.Namespace) -> Plan:
     """Every option checked, the output directory made; SweepError (one line) otherwise."""
-    from ..sim.app import parse_profile
+    from ..sim.profile import parse_profile
 
     try:
         profile = parse_profile(args.sim_profile or "")

@@ -19,9 +19,9 @@ from aiohttp import web
 
 from .body import BodyCompletion
 from .conn import close
-from .data import SimData, plan
+from .data import SimData
 from .faults import FAULTS, Fault, FaultKind, HttpError, pick_fault
-from .profile import SimProfile, parse_profile
+from .profile import SimProfile
 from .stream import StreamedCompletion
 from .wire import (
     JSON_HEADERS,
@@ -39,9 +39,7 @@ from .wire import (
     stats_body,
 )
 
-# ``plan``, ``parse_profile`` and ``SimProfile`` are re-exported for the modules that still
-# import them from here (fastagent.analysis.sweep, tests/test_cli.py).
-__all__ = ["MAX_BODY", "SimApp", "SimProfile", "parse_profile", "plan"]
+__all__ = ["MAX_BODY", "SimApp"]
 
 #: The largest request body the endpoint reads.
 MAX_BODY = 64 * 1024 * 1024
