@@ -21,6 +21,7 @@ is retried and partial output discarded. Any other 4xx, and a completion larger 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import functools
 import random
@@ -41,7 +42,7 @@ from .errors import (
     StaleConnection,
 )
 from .speedups import SSEParser, delta_content
-from .telemetry import Histogram, Telemetry
+from .telemetry import CallParts, Histogram, ServerTiming, Telemetry, split_call
 
 __all__ = ["Completion", "LLMClient", "LLMError", "Message"]
 
@@ -67,19 +68,12 @@ class Completion(msgspec.Struct, gc=False):
     ttft: float | None = None
     e2e: float = 0.0
     retries: int = 0
-    server_time: float | None = None
-    queue_wait: float | None = None
+    parts: CallParts | None = None
 
 
 class _Usage(msgspec.Struct, gc=False):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-
-
-class _Timing(msgspec.Struct, gc=False):
-    received: float
-    first_byte: float | None = None
-    last_byte: float | None = None
 
 
 class _ErrorBody(msgspec.Struct, gc=False):
@@ -88,7 +82,8 @@ class _ErrorBody(msgspec.Struct, gc=False):
 
 class _Extras(msgspec.Struct, gc=False):
     usage: _Usage | None = None
-    fastagent_timing: _Timing | None = None
+    # decoded on its own: a server whose timing has another shape still has its usage read
+    fastagent_timing: msgspec.Raw = msgspec.Raw()
     error: _ErrorBody | str | None = None
 
 
@@ -103,13 +98,14 @@ class _Request(msgspec.Struct, omit_defaults=True, gc=False):
 
 
 _decode_extras = msgspec.json.Decoder(_Extras).decode
+_decode_timing = msgspec.json.Decoder(ServerTiming).decode
 _encode = msgspec.json.Encoder().encode
 
 
 class _Attempt:
     """Mutable per-attempt state of one streamed call; discarded when the turn is retried."""
 
-    __slots__ = ("chunks", "done", "first", "last", "text", "timing", "usage")
+    __slots__ = ("chunks", "done", "done_at", "first", "last", "text", "timing", "usage")
 
     def __init__(self) -> None:
         # The reply accumulates as UTF-8 in one buffer: one str object per streamed token
@@ -117,10 +113,11 @@ class _Attempt:
         self.text = bytearray()
         self.chunks = 0
         self.done = False
+        self.done_at = 0.0
         self.first: float | None = None
         self.last = 0.0
         self.usage: _Usage | None = None
-        self.timing: _Timing | None = None
+        self.timing: ServerTiming | None = None
 
 
 class LLMClient:
@@ -282,6 +279,7 @@ class LLMClient:
         sent = time.monotonic()
         try:
             async with await self._send(messages) as resp:
+                written = resp.written
                 if resp.status != 200:
                     raise await self._status_error(resp)
                 if not resp.header("Content-Type").startswith("text/event-stream"):
@@ -316,8 +314,8 @@ class LLMClient:
             raise LLMError(f"cannot connect: {_describe(exc)}", "connect", True) from exc
         except OSError as exc:
             raise LLMError(f"connection broken: {_describe(exc)}", "connection", True) from exc
-        done = time.monotonic()
-        return self._finish(state, sent, done, task)
+        parts = split_call(sent, written, state.first, state.done_at, state.timing)
+        return self._finish(state, sent, parts, task)
 
     def _feed(self, state: _Attempt, payloads: list[bytes], sent: float, task: str) -> bool:
         """Take one read's events; True once [DONE] came."""
@@ -325,6 +323,7 @@ class LLMClient:
         itl = self.telemetry.hist["itl"]
         for payload in payloads:
             if payload == _DONE:
+                state.done_at = time.monotonic()
                 return True
             first = state.chunks == 0
             if self._take(state, payload, cap, itl) and first:
@@ -361,8 +360,9 @@ class LLMClient:
             raise LLMError(f"server error in stream: {message}", "stream_error", True)
         if extras.usage is not None:
             state.usage = extras.usage
-        if extras.fastagent_timing is not None:
-            state.timing = extras.fastagent_timing
+        if extras.fastagent_timing:
+            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                state.timing = _decode_timing(extras.fastagent_timing)
 
     async def _read_body(self, resp: Response) -> _Attempt:
         cap = self.config.max_completion_bytes
@@ -373,6 +373,7 @@ class LLMClient:
                 raise LLMError(f"response larger than {cap} bytes", "too_large", False)
         body = bytes(received)
         state = _Attempt()
+        state.done_at = time.monotonic()
         content = delta_content(body)
         if content:
             now = time.monotonic()
@@ -392,10 +393,10 @@ class LLMClient:
             retry_after=_retry_after(resp.header("Retry-After") or None),
         )
 
-    def _finish(self, state: _Attempt, sent: float, done: float, task: str) -> Completion:
+    def _finish(self, state: _Attempt, sent: float, parts: CallParts, task: str) -> Completion:
         telemetry = self.telemetry
         hist = telemetry.hist
-        e2e = done - sent
+        e2e = parts.e2e
         usage = state.usage
         tokens = usage.completion_tokens if usage and usage.completion_tokens else state.chunks
         completion = Completion(
@@ -404,6 +405,7 @@ class LLMClient:
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
             e2e=e2e,
+            parts=parts,
         )
         hist["llm_e2e"].add(e2e)
         telemetry.output_tokens += tokens
@@ -412,12 +414,7 @@ class LLMClient:
             hist["ttft"].add(completion.ttft)
             if tokens > 1:
                 hist["tpot"].add((e2e - completion.ttft) / (tokens - 1))
-        timing = state.timing
-        if timing is not None and timing.last_byte is not None:
-            completion.server_time = timing.last_byte - timing.received
-            completion.queue_wait = timing.received - sent
-            hist["llm_overhead"].add(e2e - completion.server_time)
-            hist["llm_queue_wait"].add(completion.queue_wait)
+        telemetry.add_parts(parts)
         telemetry.event(
             "completion",
             task=task,
@@ -425,6 +422,7 @@ class LLMClient:
             chunks=state.chunks,
             tokens=tokens,
             chars=len(completion.text),
+            **parts.trace_fields(),
         )
         return completion
 

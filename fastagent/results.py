@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from .schema import COLUMNS, Summary, TaskRow
+from .schema import COLUMNS, Distribution, Latency, Summary, TaskRow
 
 __all__ = [
     "CsvWriter",
@@ -170,15 +170,36 @@ def format_summary(s: Summary) -> str:
         f"runtime CPU {cpu.runtime_seconds:.2f} s ({cpu.runtime_ms_per_task or 0:.1f} ms/task)   "
         f"children CPU {cpu.children_seconds:.1f} s",
     ]
-    if lat.ttft_ms.count:
+    if lat.llm_e2e_ms.count:
         lines.append(
             f"  LLM calls {s.totals.llm_calls}   TTFT p50 {_ms(lat.ttft_ms.p50)}   "
-            f"E2E p50 {_ms(lat.llm_e2e_ms.p50)}   overhead p50 {_ms(lat.llm_overhead_ms.p50)}   "
-            f"loop lag p99 {_ms(s.loop_lag_ms.p99)}"
+            f"E2E p50 {_ms(lat.llm_e2e_ms.p50)}   loop lag p99 {_ms(s.loop_lag_ms.p99)}"
         )
+        lines.append(_call_parts(lat))
     if s.interrupted:
         lines.append("  INTERRUPTED: the summary covers the tasks that finished")
     return "\n".join(lines)
+
+
+def _call_parts(lat: Latency) -> str:
+    """Where a call's time went: the runtime's share beside the endpoint's queue."""
+    if not lat.runtime_overhead_ms.count:
+        return (
+            f"  per call: pre-send p50 {_ms(lat.pre_send_ms.p50)}; runtime overhead, endpoint "
+            "queue and server time unknown (the endpoint reports no timing)"
+        )
+    return (
+        f"  per call p50/p99: runtime overhead {_pair(lat.runtime_overhead_ms)}   "
+        f"endpoint queue {_pair(lat.endpoint_queue_ms)}   server {_pair(lat.server_ms)}"
+    )
+
+
+def _pair(d: Distribution) -> str:
+    return f"{_num(d.p50)}/{_num(d.p99)} ms"
+
+
+def _num(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
 
 
 def _ms(value: float | None) -> str:

@@ -170,17 +170,33 @@ class Distribution(msgspec.Struct, kw_only=True):
 
 
 class Latency(msgspec.Struct, kw_only=True):
-    """Per LLM call, per test process and per task (docs/results.md defines each)."""
+    """Per LLM call, per test process and per task (docs/results.md defines each).
+
+    A call's parts add up to its E2E: pre_send + endpoint_queue + server + last_byte_lag.
+    The endpoint's parts need an endpoint that reports its timing (the simulator does);
+    against any other they have no samples (count 0), and neither has runtime_overhead.
+    """
 
     ttft_ms: Annotated[Distribution, _doc("request sent -> first non-empty delta.content")]
     itl_ms: Annotated[Distribution, _doc("between consecutive content chunks")]
     tpot_ms: Annotated[Distribution, _doc("(E2E - TTFT) / (output tokens - 1), per call")]
     llm_e2e_ms: Annotated[Distribution, _doc("request sent -> [DONE] or body read")]
-    llm_overhead_ms: Annotated[
-        Distribution, _doc("client E2E - the endpoint's reported server time")
+    pre_send_ms: Annotated[
+        Distribution, _doc("the agent asks for a call -> the request's last byte written")
     ]
-    llm_queue_wait_ms: Annotated[
-        Distribution, _doc("request sent -> the endpoint received it (its reported timestamp)")
+    endpoint_queue_ms: Annotated[
+        Distribution,
+        _doc("last request byte written -> the endpoint starts the request (its timestamp)"),
+    ]
+    server_ms: Annotated[
+        Distribution, _doc("the endpoint starts the request -> its last byte written")
+    ]
+    first_byte_lag_ms: Annotated[
+        Distribution, _doc("first content byte written -> parsed by the runtime")
+    ]
+    last_byte_lag_ms: Annotated[Distribution, _doc("last byte written -> parsed by the runtime")]
+    runtime_overhead_ms: Annotated[
+        Distribution, _doc("pre-send + last-byte lag: the runtime's own share of a call")
     ]
     tool_spawn_ms: Annotated[Distribution, _doc("create_subprocess_exec called -> running")]
     tool_wall_ms: Annotated[Distribution, _doc("running -> reaped, pipes drained")]

@@ -76,6 +76,87 @@ def cpu_seconds() -> tuple[float, float]:
     return own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime
 
 
+class ServerTiming(msgspec.Struct, gc=False):
+    """What an endpoint that reports its timing (the simulator's ``fastagent_timing`` in the
+    last chunk) says of one request, on the machine's shared monotonic clock (seconds)."""
+
+    #: the request parsed, its handling begun
+    started: float
+    #: the last byte of the response written
+    last_byte: float
+    #: the first content event written
+    first_byte: float | None = None
+    #: the request's first byte read
+    accepted: float | None = None
+
+
+class CallParts(msgspec.Struct, gc=False, frozen=True):
+    """One call's time split on the shared monotonic clock (seconds); the parts add up:
+    ``pre_send + endpoint_queue + server + last_byte_lag == e2e``.
+
+    ``pre_send`` is the runtime's before the request left (pool wait, connect, encode,
+    write); ``endpoint_queue`` the request's way to the endpoint's handler (transit and the
+    endpoint's backlog); ``server`` the endpoint's own time; ``last_byte_lag`` (and
+    ``first_byte_lag``) how far the runtime's parsing of the last (first content) byte
+    trailed its writing. Without the endpoint's timing only ``e2e`` and ``pre_send`` are
+    known; the rest are None, never folded into the runtime's share.
+
+    >>> parts = split_call(10.0, 10.001, 10.2, 10.5, ServerTiming(10.003, 10.499, 10.1995))
+    >>> round(parts.runtime_overhead, 6), round(parts.endpoint_queue, 6), round(parts.server, 6)
+    (0.002, 0.002, 0.496)
+    """
+
+    e2e: float
+    pre_send: float
+    endpoint_queue: float | None = None
+    server: float | None = None
+    first_byte_lag: float | None = None
+    last_byte_lag: float | None = None
+
+    @property
+    def runtime_overhead(self) -> float | None:
+        """The runtime's share of the call: pre-send plus the end-of-stream lag."""
+        if self.last_byte_lag is None:
+            return None
+        return self.pre_send + self.last_byte_lag
+
+    def trace_fields(self) -> dict[str, float]:
+        """The known parts, rounded to the microsecond, for the call's trace line."""
+        fields = {name: getattr(self, name) for name in _PART_NAMES}
+        return {name: round(value, 6) for name, value in fields.items() if value is not None}
+
+
+def split_call(
+    asked: float, written: float, first: float | None, done: float, timing: ServerTiming | None
+) -> CallParts:
+    """The parts of a call the agent asked for at ``asked`` whose request's last byte went at
+    ``written``, whose first content byte and last byte were parsed at ``first`` and ``done``."""
+    written = min(max(written, asked), done) if written else asked
+    if timing is None:
+        return CallParts(e2e=done - asked, pre_send=written - asked)
+    return CallParts(
+        e2e=done - asked,
+        pre_send=written - asked,
+        endpoint_queue=timing.started - written,
+        server=timing.last_byte - timing.started,
+        first_byte_lag=None
+        if first is None or timing.first_byte is None
+        else first - timing.first_byte,
+        last_byte_lag=done - timing.last_byte,
+    )
+
+
+#: A call's parts as histogram, trace and summary names.
+_PART_NAMES = (
+    "pre_send",
+    "endpoint_queue",
+    "server",
+    "first_byte_lag",
+    "last_byte_lag",
+    "runtime_overhead",
+)
+
+
 class Histogram:
     """Latency distribution in log-spaced buckets: exact count/mean/min/max, percentiles within 1%.
 
@@ -254,8 +335,7 @@ class Telemetry:
         "itl",
         "tpot",
         "llm_e2e",
-        "llm_overhead",
-        "llm_queue_wait",
+        *_PART_NAMES,
         "tool_spawn",
         "tool_wall",
         "task_wall",
@@ -287,6 +367,14 @@ class Telemetry:
     def event(self, kind: str, **fields: Any) -> None:
         if self.trace is not None:
             self.trace.event(kind, **fields)
+
+    def add_parts(self, parts: CallParts) -> None:
+        """One finished call's parts into their histograms (the unknown ones left out)."""
+        hist = self.hist
+        for name in _PART_NAMES:
+            value = getattr(parts, name)
+            if value is not None:
+                hist[name].add(value)
 
     def latency(self) -> Latency:
         """Every distribution, in milliseconds."""

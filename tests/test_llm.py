@@ -347,24 +347,46 @@ def test_completion_size_cap() -> None:
 
 def test_timing_from_server_gives_overhead() -> None:
     async def handler(request: web.Request) -> web.StreamResponse:
-        received = time.monotonic()
+        await request.read()
+        started = time.monotonic()
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         await asyncio.sleep(0.05)
         first = time.monotonic()
         await resp.write(chunk("a"))
         await asyncio.sleep(0.02)
-        await resp.write(chunk("b"))
-        timing = {"received": received, "first_byte": first, "last_byte": time.monotonic()}
+        last = time.monotonic()
+        timing = {"started": started, "first_byte": first, "last_byte": last}
         final = {"choices": [], "usage": {"completion_tokens": 2}, "fastagent_timing": timing}
-        await resp.write(b"data: " + msgspec.json.encode(final) + b"\n\n")
-        await resp.write(b"data: [DONE]\n\n")
+        await resp.write(
+            chunk("b") + b"data: " + msgspec.json.encode(final) + b"\n\ndata: [DONE]\n\n"
+        )
         return resp
 
     result = run(handler, ask)
-    assert result.ttft >= 0.05
-    assert result.server_time is not None and 0.07 <= result.server_time < result.e2e
-    assert result.queue_wait is not None and result.queue_wait >= 0
+    parts = result.parts
+    assert result.ttft >= 0.05 and parts is not None
+    # the handler slept 50 + 20 ms between started and last_byte (timers may fire ~1 ms early)
+    assert parts.server is not None and 0.065 <= parts.server < result.e2e
+    assert parts.endpoint_queue is not None and parts.endpoint_queue >= 0
+    assert parts.last_byte_lag is not None and parts.first_byte_lag is not None
+    total = parts.pre_send + parts.endpoint_queue + parts.server + parts.last_byte_lag
+    assert abs(total - result.e2e) < 1e-9  # the parts add up, call by call
+    assert parts.runtime_overhead == parts.pre_send + parts.last_byte_lag
+
+
+def test_an_endpoint_without_timing_leaves_its_parts_unknown() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await stream(request, [chunk("a"), chunk("b"), b"data: [DONE]\n\n"])
+
+    async def body(client: LLMClient) -> object:
+        return await ask(client), client.telemetry.latency()
+
+    result, latency = run(handler, body)  # type: ignore[misc]
+    parts = result.parts
+    assert parts is not None and parts.pre_send >= 0 and parts.e2e == result.e2e
+    assert parts.endpoint_queue is None and parts.server is None and parts.runtime_overhead is None
+    assert latency.pre_send_ms.count == 1 and latency.runtime_overhead_ms.count == 0
 
 
 def test_list_models() -> None:

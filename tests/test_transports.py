@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import socket
+import time
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -117,6 +118,21 @@ def test_status_and_headers(kind: HttpClient) -> None:
     # CIMultiDict.get gives the first; the LLM client reads only Content-Type and Retry-After
     assert got[5] == ("a, b" if kind is HttpClient.WIRE else "a")
     assert got[6:] == [200, "text/event-stream", EVENTS]
+
+
+def test_written_is_when_the_request_went_out(kind: HttpClient) -> None:
+    """Response.written: the request's last byte handed to the kernel, on the monotonic clock
+    the endpoint shares; after the call began and before its head could be parsed."""
+
+    async def body(transport: Transport, server: Scripted) -> tuple[float, float, float]:
+        before = time.monotonic()
+        async with await transport.request("POST", "/v1/x", b"x" * 100_000) as resp:
+            after = time.monotonic()
+            await read_all(resp)
+            return before, resp.written, after
+
+    before, written, after = run(kind, replying(STREAM), body)  # type: ignore[misc]
+    assert before <= written <= after
 
 
 @pytest.mark.parametrize(

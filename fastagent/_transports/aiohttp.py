@@ -22,7 +22,9 @@ from __future__ import annotations
 import socket
 import ssl
 import sys
+import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 from ..errors import ConnectFailed, ConnectionBroken, ProtocolError
@@ -67,6 +69,28 @@ def _socket_factory(rcvbuf: int) -> SocketFactoryType:
     return make
 
 
+class _Written:
+    """When aiohttp wrote a request's last part (its headers, then each body chunk)."""
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at = 0.0
+
+
+async def _mark_written(session: object, context: SimpleNamespace, params: object) -> None:
+    written = context.trace_request_ctx
+    if isinstance(written, _Written):
+        written.at = time.monotonic()
+
+
+def _trace() -> aiohttp.TraceConfig:
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(_mark_written)
+    trace.on_request_chunk_sent.append(_mark_written)
+    return trace
+
+
 class AiohttpTransport:
     """One pooled aiohttp ClientSession to one origin."""
 
@@ -97,6 +121,7 @@ class AiohttpTransport:
             ),
             auto_decompress=True,
             read_bufsize=READ_BUFSIZE,
+            trace_configs=[_trace()],
         )
 
     async def request(
@@ -104,8 +129,11 @@ class AiohttpTransport:
     ) -> _Response:
         if callable(body):
             body = body()
+        written = _Written()
         try:
-            resp = await self.session.request(method, self.origin + target, data=body or None)
+            resp = await self.session.request(
+                method, self.origin + target, data=body or None, trace_request_ctx=written
+            )
         except TimeoutError:
             raise
         except aiohttp.ClientConnectorError as exc:
@@ -117,19 +145,20 @@ class AiohttpTransport:
             raise ConnectionBroken(str(exc) or type(exc).__name__) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise ConnectionBroken(str(exc) or type(exc).__name__) from exc
-        return _Response(resp)
+        return _Response(resp, written.at)
 
     async def close(self) -> None:
         await self.session.close()
 
 
 class _Response(BodyReader):
-    __slots__ = ("_resp", "headers", "status")
+    __slots__ = ("_resp", "headers", "status", "written")
 
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+    def __init__(self, resp: aiohttp.ClientResponse, written: float) -> None:
         self._resp = resp
         self.status = resp.status
         self.headers = resp.headers
+        self.written = written
 
     def header(self, name: str) -> str:
         return self.headers.get(name, "")

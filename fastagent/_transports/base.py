@@ -33,6 +33,11 @@ class Response(Protocol):
         """The final status code (interim 1xx answers are skipped)."""
         ...
 
+    @property
+    def written(self) -> float:
+        """When the request's last byte went to the kernel (``time.monotonic()``)."""
+        ...
+
     def header(self, name: str) -> str:
         """A header by case-insensitive name, or ``''``."""
         ...

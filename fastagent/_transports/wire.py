@@ -178,6 +178,7 @@ class _Conn(asyncio.BufferedProtocol):
         "status",
         "transport",
         "waiter",
+        "written",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, pool: WirePool) -> None:
@@ -193,6 +194,7 @@ class _Conn(asyncio.BufferedProtocol):
         self.paused = False
         self.sink: Sink | None = None
         self.last_read = 0.0
+        self.written = 0.0
         self.reset()
 
     def reset(self, method: str = "GET") -> None:
@@ -254,7 +256,7 @@ class _Conn(asyncio.BufferedProtocol):
         pass
 
     def resume_writing(self) -> None:
-        pass
+        self.written = time.monotonic()
 
     # -- parsing ------------------------------------------------------------------------
 
@@ -542,11 +544,12 @@ def _retrieve(future: asyncio.Future[_Addresses]) -> None:
 class WireResponse(BodyReader):
     """One response; ``async with`` it so its connection goes back to the pool or is closed."""
 
-    __slots__ = ("_conn", "status")
+    __slots__ = ("_conn", "status", "written")
 
     def __init__(self, conn: _Conn) -> None:
         self._conn = conn
         self.status = conn.status
+        self.written = conn.written
 
     @property
     def headers(self) -> dict[str, str]:
@@ -672,6 +675,8 @@ class WirePool:
             )
         )
         del body
+        if not conn.transport.get_write_buffer_size():  # else resume_writing() will say when
+            conn.written = time.monotonic()
         try:
             while conn.state is _HEAD:
                 if conn.error is not None:
@@ -755,12 +760,16 @@ class WirePool:
                             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
                         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                         await loop.sock_connect(sock, addr)
-                        _, conn = await loop.create_connection(
+                        transport, conn = await loop.create_connection(
                             lambda: _Conn(loop, self),
                             sock=sock,
                             ssl=self.tls,
                             server_hostname=self.host if self.tls else None,
                         )
+                        # pause_writing() whenever a byte stays in the transport's buffer,
+                        # resume_writing() once all is in the kernel: when the request's last
+                        # byte went (Response.written)
+                        transport.set_write_buffer_limits(high=0, low=0)
                         return conn
                     except OSError as exc:
                         sock.close()

@@ -32,7 +32,7 @@ _LATENCY_PANELS = (
     ("ttft_ms", "TTFT"),
     ("itl_ms", "ITL"),
     ("llm_e2e_ms", "LLM call E2E"),
-    ("llm_overhead_ms", "runtime overhead per call"),
+    ("runtime_overhead_ms", "runtime overhead per call"),
 )
 
 
@@ -124,9 +124,11 @@ def _overhead_per_call(runs: Sequence[Labelled], out: Path) -> Path:
     fig = _figure(figsize=(10, 4.5))
     left, right = fig.subplots(1, 2)
     stats = (*_PERCENTILES, "mean")
-    series = {q: [view.number(f"latency.llm_overhead_ms.{q}") for _, view in runs] for q in stats}
+    series = {
+        q: [view.number(f"latency.runtime_overhead_ms.{q}") for _, view in runs] for q in stats
+    }
     _bars(left, labels, series)
-    left.set_title("runtime overhead per LLM call (client E2E − server time)")
+    left.set_title("runtime overhead per LLM call (pre-send + last-byte lag)")
     cpu = {
         "CPU / LLM call": [view.number("runtime_cpu_ms_per_llm_call") for _, view in runs],
         "CPU / task": [view.number("runtime_cpu_ms_per_task") for _, view in runs],
@@ -157,30 +159,46 @@ def report_charts(runs: Sequence[Labelled], out_dir: str | Path) -> list[Path]:
 
 def sweep_chart(
     rows: Sequence[Mapping[str, Any]],
-    panels: Sequence[tuple[str, str]],
+    panels: Sequence[tuple[str, Sequence[tuple[str, str]]]],
     path: str | Path,
     title: str = "",
 ) -> Path:
-    """One panel per ``(key, title)`` of ``panels`` (at most 4): ``row[key]`` against
-    ``row["agents"]`` on a log x axis, each point annotated."""
-    fig = _figure(figsize=(10, 7))
-    axes = fig.subplots(2, 2).flatten()
+    """One panel per ``(title, series)`` of ``panels`` (at most 6), each series ``(key,
+    label)`` drawn as ``row[key]`` against ``row["agents"]`` on a log x axis. A panel of one
+    series is annotated point by point on a linear y axis; one of several, on a log y axis."""
+    fig = _figure(figsize=(14, 8))
+    axes = fig.subplots(2, 3).flatten()
     levels = [int(row["agents"]) for row in rows]
-    for ax, (key, label) in zip(axes, panels, strict=False):
-        points = [(int(row["agents"]), float(row[key])) for row in rows if is_number(row.get(key))]
-        if points:
-            ax.plot([x for x, _ in points], [y for _, y in points], marker="o")
-            for x, y in points:
-                ax.annotate(f"{y:.3g}", (x, y), textcoords="offset points", xytext=(0, 6),
-                            ha="center", fontsize="small")  # fmt: skip
+    for ax, (label, series) in zip(axes, panels, strict=False):
+        for key, name in series:
+            points = [
+                (int(row["agents"]), float(row[key])) for row in rows if is_number(row.get(key))
+            ]
+            if points:
+                ax.plot([x for x, _ in points], [y for _, y in points], marker="o", label=name)
+            if len(series) == 1:
+                _annotate(ax, points)
         ax.set_xscale("log")
         ax.minorticks_off()
         ax.set_xticks(levels, [str(level) for level in levels])
         ax.set_xlabel("concurrent agents")
         ax.set_title(label)
-        top = max((y for _, y in points), default=0.0)
-        ax.set_ylim(0, top * 1.2 if top > 0 else 1)
+        if len(series) > 1:
+            ax.set_yscale("log")
+            if ax.lines:
+                ax.legend(fontsize="small")
+        else:
+            top = max((line.get_ydata().max() for line in ax.lines), default=0.0)
+            ax.set_ylim(0, top * 1.2 if top > 0 else 1)
         ax.grid(alpha=0.3)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
     if title:
         fig.suptitle(title)
     return _save(fig, Path(path))
+
+
+def _annotate(ax: Axes, points: Sequence[tuple[int, float]]) -> None:
+    for x, y in points:
+        ax.annotate(f"{y:.3g}", (x, y), textcoords="offset points", xytext=(0, 6),
+                    ha="center", fontsize="small")  # fmt: skip

@@ -88,10 +88,22 @@ def _alias(*same_unit: str, **scaled: float) -> tuple[Alias, ...]:
     return (*((key, 1.0) for key in same_unit), *scaled.items())
 
 
-def _distribution(name: str, **aliases: tuple[Alias, ...]) -> tuple[Metric, ...]:
-    """The six figures of one latency distribution (``latency.<name>.<stat>``, both schemas)."""
+def _distribution(
+    name: str,
+    aliases: Mapping[str, tuple[Alias, ...]] | None = None,
+    *,
+    v1: bool = True,
+    v2: bool = True,
+) -> tuple[Metric, ...]:
+    """The six figures of one latency distribution, ``latency.<name>.<stat>``, in schema 1
+    and/or schema 2."""
     return tuple(
-        Metric(f"latency.{name}.{stat}", f"latency.{name}.{stat}", aliases=aliases.get(stat, ()))
+        Metric(
+            f"latency.{name}.{stat}",
+            f"latency.{name}.{stat}" if v2 else None,
+            aliases=(aliases or {}).get(stat, ()),
+            in_v1=v1,
+        )
         for stat in ("count", "mean", "p50", "p95", "p99", "max")
     )
 
@@ -180,16 +192,24 @@ METRICS: tuple[Metric, ...] = (
     _same("loop_lag_ms.p99"),
     _same("loop_lag_ms.max"),
     # ---- latency distributions (ms) ----
-    *_distribution("ttft_ms", **{q: _alias(f"ttft_{q}_ms") for q in ("p50", "p95", "p99")}),
+    *_distribution("ttft_ms", {q: _alias(f"ttft_{q}_ms") for q in ("p50", "p95", "p99")}),
     *_distribution("itl_ms"),
     *_distribution("tpot_ms"),
     *_distribution("llm_e2e_ms"),
-    *_distribution("llm_overhead_ms"),
-    *_distribution("llm_queue_wait_ms"),
+    # one call's parts (schema 2), adding up to its E2E
+    *_distribution("pre_send_ms", v1=False),
+    *_distribution("endpoint_queue_ms", v1=False),
+    *_distribution("server_ms", v1=False),
+    *_distribution("first_byte_lag_ms", v1=False),
+    *_distribution("last_byte_lag_ms", v1=False),
+    *_distribution("runtime_overhead_ms", v1=False),
+    # schema 1's client E2E − server time (it held the endpoint's backlog) and queue wait
+    *_distribution("llm_overhead_ms", v2=False),
+    *_distribution("llm_queue_wait_ms", v2=False),
     *_distribution("tool_spawn_ms"),
     *_distribution("tool_wall_ms"),
     # schema 1 also had task_latency_p50/p95/p99 in seconds: read here as aliases
-    *_distribution("task_wall_ms", **_seconds_to_ms("task_latency")),
+    *_distribution("task_wall_ms", _seconds_to_ms("task_latency")),
     *_distribution("task_overhead_ms"),
     # ---- throughput ----
     _same("throughput.requests_per_s"),
