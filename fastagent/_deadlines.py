@@ -98,6 +98,11 @@ class Timeout:
         ):
             raise TimeoutError from exc
 
+    @property
+    def expired(self) -> bool:
+        """Whether the deadline passed (and cancelled the body)."""
+        return self._expired
+
     def expire(self) -> None:
         if self._task is not None:
             self._expired = True

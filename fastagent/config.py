@@ -126,12 +126,26 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     connect_timeout: Annotated[
         Seconds, _flag("deadline of one connection attempt", group=_ENDPOINT, metavar="S")
     ] = 10.0
+    first_byte_timeout: Annotated[
+        Seconds,
+        _flag(
+            "longest wait for a response to begin: a server with busy slots queues a request "
+            "and sends nothing meanwhile, and a request it has not begun is never retried",
+            group=_ENDPOINT,
+            metavar="S",
+        ),
+    ] = 3600.0
     read_timeout: Annotated[
         Seconds,
-        _flag("longest silence between bytes of a response", group=_ENDPOINT, metavar="S"),
+        _flag(
+            "longest silence between bytes once a response has begun",
+            group=_ENDPOINT,
+            metavar="S",
+        ),
     ] = 60.0
     call_timeout: Annotated[
-        Seconds, _flag("deadline of one LLM request", group=_ENDPOINT, metavar="S")
+        Seconds,
+        _flag("deadline of one LLM response, from its first byte", group=_ENDPOINT, metavar="S"),
     ] = 300.0
     llm_retries: Annotated[
         Count,

@@ -15,14 +15,17 @@ The tree::
     ├── SweepError                      a sweep cannot start
     ├── SSELineTooLong (ValueError)     an event-stream line or event grew past its cap
     ├── MalformedChunk (ValueError)     a chat-completion payload is not the expected JSON
-    └── TransportError (OSError)        the HTTP exchange with the endpoint failed
-        ├── ConnectFailed               no connection; nothing of the request was sent
-        └── ConnectionBroken            the connection failed after the request went out
-            ├── StaleConnection         a kept-alive connection was closed before any answer:
-            │                           sending again is safe
-            └── ProtocolError           the server broke HTTP/1.1; the message names how
+    ├── TransportError (OSError)        the HTTP exchange with the endpoint failed
+    │   ├── ConnectFailed               no connection; nothing of the request was sent
+    │   └── ConnectionBroken            the connection failed after the request went out
+    │       ├── StaleConnection         a kept-alive connection was closed before any answer:
+    │       │                           sending again is safe
+    │       └── ProtocolError           the server broke HTTP/1.1; the message names how
+    └── FirstByteTimeout (TimeoutError) no byte of a response within the first-byte timeout:
+                                        the server has not begun it (a queue, or a hang)
 
-A read that sees no byte for the read timeout raises the built-in ``TimeoutError``.
+A response that has begun and then sends no byte for the read timeout raises the built-in
+``TimeoutError``.
 
 Import nothing but the standard library here: every part of the package, the compiled
 speedups included, imports this module.
@@ -38,6 +41,7 @@ __all__ = [
     "DatasetError",
     "ExitCode",
     "FastAgentError",
+    "FirstByteTimeout",
     "LLMError",
     "MalformedChunk",
     "ProtocolError",
@@ -152,3 +156,8 @@ class StaleConnection(ConnectionBroken):
 
 class ProtocolError(ConnectionBroken):
     """The server's bytes are not HTTP/1.1 a client may accept; the message names what."""
+
+
+class FirstByteTimeout(FastAgentError, TimeoutError):
+    """No byte of the response came within the first-byte timeout: the server has not begun
+    answering (a server with busy slots queues a request without sending anything)."""

@@ -36,6 +36,7 @@ from ._transports import Response, Transport, open_transport
 from .config import Config
 from .errors import (
     ConnectFailed,
+    FirstByteTimeout,
     LLMError,
     MalformedChunk,
     SSELineTooLong,
@@ -137,7 +138,13 @@ class LLMClient:
         self._rng = random.Random()
         #: The run's timeouts (calls here, reads in the wire client, tasks in the agents).
         self.deadlines = Deadlines(
-            min(0.5, config.read_timeout / 4, config.call_timeout / 4, config.task_timeout / 4)
+            min(
+                0.5,
+                config.first_byte_timeout / 4,
+                config.read_timeout / 4,
+                config.call_timeout / 4,
+                config.task_timeout / 4,
+            )
         )
 
     async def __aenter__(self) -> LLMClient:
@@ -155,6 +162,7 @@ class LLMClient:
             headers,
             limit=config.concurrency,
             connect_timeout=config.connect_timeout,
+            first_byte_timeout=config.first_byte_timeout,
             read_timeout=config.read_timeout,
             rcvbuf=config.socket_rcvbuf,
             deadlines=self.deadlines,
@@ -210,12 +218,7 @@ class LLMClient:
         retries = 0
         while True:
             try:
-                async with self.deadlines.timeout(config.call_timeout):
-                    completion = await self._attempt(messages, task)
-            except TimeoutError:
-                error = LLMError(
-                    f"no complete answer within {config.call_timeout:g}s", "call_timeout", True
-                )
+                completion = await self._attempt(messages, task)
             except LLMError as exc:
                 error = exc
             else:
@@ -277,27 +280,31 @@ class LLMClient:
         telemetry.llm_calls += 1
         telemetry.event("request", task=task)
         sent = time.monotonic()
+        # the call's deadline runs from the response's first byte: before it the request may
+        # wait in the server's queue, which only the first-byte timeout bounds
+        deadline = self.deadlines.timeout(self.config.call_timeout)
         try:
             async with await self._send(messages) as resp:
-                written = resp.written
-                if resp.status != 200:
-                    raise await self._status_error(resp)
-                if not resp.header("Content-Type").startswith("text/event-stream"):
-                    state = await self._read_body(resp)
-                else:
-                    # inline rather than a method: one coroutine frame less per agent in flight
-                    state = _Attempt()
-                    parser = SSEParser()
+                written, first_byte = resp.written, resp.first_byte
+                async with deadline:
+                    if resp.status != 200:
+                        raise await self._status_error(resp)
+                    if not resp.header("Content-Type").startswith("text/event-stream"):
+                        state = await self._read_body(resp)
+                    else:
+                        # inline rather than a method: one coroutine frame less per agent
+                        state = _Attempt()
+                        parser = SSEParser()
 
-                    def sink(raw: bytes | memoryview) -> bool:
-                        # called as bytes arrive (by the wire client's protocol itself): no
-                        # backlog is buffered, the agent's task wakes once, at the end
-                        state.done = self._feed(state, parser.feed(raw), sent, task)
-                        return state.done
+                        def sink(raw: bytes | memoryview) -> bool:
+                            # called as bytes arrive (by the wire client's protocol itself): no
+                            # backlog is buffered, the agent's task wakes once, at the end
+                            state.done = self._feed(state, parser.feed(raw), sent, task)
+                            return state.done
 
-                    await resp.drain(sink)
-                    if not (state.done or self._feed(state, parser.close(), sent, task)):
-                        raise LLMError("stream ended before [DONE]", "stream_truncated", True)
+                        await resp.drain(sink)
+                        if not (state.done or self._feed(state, parser.close(), sent, task)):
+                            raise LLMError("stream ended before [DONE]", "stream_truncated", True)
         except LLMError:
             raise
         except SSELineTooLong as exc:
@@ -306,7 +313,20 @@ class LLMClient:
             raise LLMError(f"malformed stream: {exc}", "malformed_stream", True) from exc
         except UnicodeDecodeError as exc:
             raise LLMError(f"invalid UTF-8 in stream: {exc}", "malformed_stream", True) from exc
+        except FirstByteTimeout as exc:
+            # the server has not begun the request: sending it again would only put it at
+            # the back of the same queue
+            raise LLMError(
+                f"no response began within {self.config.first_byte_timeout:g}s",
+                "first_byte_timeout",
+            ) from exc
         except TimeoutError as exc:
+            if deadline.expired:
+                raise LLMError(
+                    f"no complete answer within {self.config.call_timeout:g}s of its first byte",
+                    "call_timeout",
+                    True,
+                ) from exc
             raise LLMError(
                 f"no data for {self.config.read_timeout:g}s", "read_timeout", True
             ) from exc
@@ -314,6 +334,7 @@ class LLMClient:
             raise LLMError(f"cannot connect: {_describe(exc)}", "connect", True) from exc
         except OSError as exc:
             raise LLMError(f"connection broken: {_describe(exc)}", "connection", True) from exc
+        self.telemetry.hist["first_byte_wait"].add(first_byte - written)
         parts = split_call(sent, written, state.first, state.done_at, state.timing)
         return self._finish(state, sent, parts, task)
 

@@ -181,6 +181,13 @@ class Latency(msgspec.Struct, kw_only=True):
     itl_ms: Annotated[Distribution, _doc("between consecutive content chunks")]
     tpot_ms: Annotated[Distribution, _doc("(E2E - TTFT) / (output tokens - 1), per call")]
     llm_e2e_ms: Annotated[Distribution, _doc("request sent -> [DONE] or body read")]
+    first_byte_wait_ms: Annotated[
+        Distribution,
+        _doc(
+            "last request byte written -> the response's first byte read: how long requests "
+            "waited for the server to begin them, its queue included (any server)"
+        ),
+    ]
     pre_send_ms: Annotated[
         Distribution, _doc("the agent asks for a call -> the request's last byte written")
     ]

@@ -335,6 +335,7 @@ class Telemetry:
         "itl",
         "tpot",
         "llm_e2e",
+        "first_byte_wait",
         *_PART_NAMES,
         "tool_spawn",
         "tool_wall",

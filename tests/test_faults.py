@@ -312,7 +312,9 @@ def test_stall_ends_at_the_read_timeout(small_data: Any) -> None:
 def test_stall_ends_at_the_call_deadline(small_data: Any) -> None:
     outcome = call(small_data, ((FaultKind.STALL, 1.0),), llm_retries=1, call_timeout=0.5)
     assert outcome.error is not None and outcome.error.cause == "call_timeout"
-    assert "no complete answer within 0.5s (after 1 retries)" in str(outcome.error)
+    assert "no complete answer within 0.5s of its first byte (after 1 retries)" in str(
+        outcome.error
+    )
     assert outcome.elapsed >= 0.95  # two attempts, each ended by the call deadline
 
 
@@ -571,7 +573,9 @@ def test_bench_cli_with_a_stalling_endpoint_ends_every_task_in_error(tmp_path: P
     assert len(rows) == 4
     for row in rows:
         assert row["status"] == "error"
-        assert row["reason"] == "llm: no complete answer within 2s (after 1 retries)"
+        assert (
+            row["reason"] == "llm: no complete answer within 2s of its first byte (after 1 retries)"
+        )
     assert summary.totals.errors_by_cause == {"call_timeout": 4}
     assert summary.totals.retries_by_cause == {"call_timeout": 4}
 

@@ -17,6 +17,7 @@ from aiohttp import web
 from fastagent.config import Config
 from fastagent.errors import LLMError
 from fastagent.llm import LLMClient, Message
+from fastagent.schema import Latency
 from fastagent.telemetry import Telemetry
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -397,3 +398,54 @@ def test_list_models() -> None:
         return await client.list_models()
 
     assert run(handler, body) == ["m1"]
+
+
+# ---- a server that queues requests ------------------------------------------------------------
+
+
+def test_a_queued_request_is_waited_for_not_retried() -> None:
+    """A server with busy slots sends nothing until it starts a request: waiting longer than
+    the read timeout (and the call timeout) for the first byte is no fault."""
+    calls: list[int] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        calls.append(1)
+        await request.read()
+        await asyncio.sleep(1.0)  # queued: not a byte sent
+        return await stream(request, [chunk("at last"), b"data: [DONE]\n\n"])
+
+    async def body(client: LLMClient) -> tuple[object, Latency]:
+        return await ask(client), client.telemetry.latency()
+
+    result, latency = run(handler, body, read_timeout=0.2, call_timeout=0.5)  # type: ignore[misc]
+    assert result.text == "at last" and result.retries == 0 and len(calls) == 1
+    assert latency.first_byte_wait_ms.p50 is not None and latency.first_byte_wait_ms.p50 >= 990
+
+
+def test_a_request_never_begun_ends_without_a_retry() -> None:
+    calls: list[int] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        calls.append(1)
+        await request.read()
+        await asyncio.sleep(3)  # far past the client's first-byte timeout
+        raise AssertionError("the client left long ago")
+
+    with pytest.raises(LLMError, match=r"no response began within 0\.5s") as info:
+        run(handler, ask, first_byte_timeout=0.5, llm_retries=3)
+    assert info.value.cause == "first_byte_timeout" and info.value.retries == 0
+    assert len(calls) == 1
+
+
+def test_the_call_deadline_runs_from_the_first_byte() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(chunk("a"))
+        await asyncio.sleep(3)  # far past the client's call deadline
+        return resp
+
+    with pytest.raises(LLMError, match=r"within 0\.4s of its first byte") as info:
+        run(handler, ask, call_timeout=0.4, read_timeout=20, llm_retries=0)
+    assert info.value.cause == "call_timeout"

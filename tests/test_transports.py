@@ -24,6 +24,7 @@ from fastagent.config import HttpClient
 from fastagent.errors import (
     ConnectFailed,
     ConnectionBroken,
+    FirstByteTimeout,
     ProtocolError,
     StaleConnection,
 )
@@ -42,6 +43,7 @@ def run(
     body: Body,
     *,
     read_timeout: float = 60.0,
+    first_byte_timeout: float = 60.0,
 ) -> object:
     """Serve ``reply`` on a free port and run ``body`` with a transport of ``kind`` to it."""
 
@@ -53,6 +55,7 @@ def run(
                 {"X-Test": "1"},
                 limit=8,
                 connect_timeout=10.0,
+                first_byte_timeout=first_byte_timeout,
                 read_timeout=read_timeout,
                 rcvbuf=0,
                 deadlines=Deadlines(0.05),
@@ -283,6 +286,7 @@ def test_nothing_listening_is_connect_failed(kind: HttpClient) -> None:
             {},
             limit=1,
             connect_timeout=10.0,
+            first_byte_timeout=10.0,
             read_timeout=10.0,
             rcvbuf=0,
             deadlines=Deadlines(0.05),
@@ -331,25 +335,32 @@ def test_a_body_cut_short_is_connection_broken_after_its_data(
     assert b"".join(got) == b"hello"
 
 
-def test_silence_before_the_head_is_a_timeout(kind: HttpClient) -> None:
-    async def body(transport: Transport, server: Scripted) -> None:
-        with pytest.raises(TimeoutError):
-            await transport.request("POST", "/v1/x", b"{}")
+def test_a_response_that_never_begins_is_a_first_byte_timeout(kind: HttpClient) -> None:
+    """A server that queues the request sends nothing: that wait is bounded by the first-byte
+    timeout, not the (shorter) read timeout, and ends in FirstByteTimeout."""
 
-    run(kind, hold, body, read_timeout=0.3)
+    async def body(transport: Transport, server: Scripted) -> float:
+        t0 = time.monotonic()
+        with pytest.raises(FirstByteTimeout):
+            await transport.request("POST", "/v1/x", b"{}")
+        return time.monotonic() - t0
+
+    assert run(kind, hold, body, read_timeout=0.1, first_byte_timeout=0.6) >= 0.6
 
 
 def test_silence_in_the_body_is_a_timeout(kind: HttpClient) -> None:
-    async def body(transport: Transport, server: Scripted) -> list[bytes]:
-        got: list[bytes] = []
+    async def body(transport: Transport, server: Scripted) -> list[object]:
+        got: list[object] = []
         async with await transport.request("POST", "/v1/x", b"{}") as resp:
-            with pytest.raises(TimeoutError):
+            with pytest.raises(TimeoutError) as info:
                 while data := await resp.read_chunk():
                     got.append(data)
+            got.append(type(info.value) is not FirstByteTimeout)
         return got
 
     head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
-    assert run(kind, answer_then_hold(head), body, read_timeout=0.3) == [b"hello"]
+    got = run(kind, answer_then_hold(head), body, read_timeout=0.3, first_byte_timeout=3600)
+    assert got == [b"hello", True]
 
 
 @pytest.mark.parametrize(

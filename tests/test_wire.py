@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import ssl
+import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from fastagent._transports.wire import (
 from fastagent.errors import (
     ConnectFailed,
     ConnectionBroken,
+    FirstByteTimeout,
     ProtocolError,
     StaleConnection,
 )
@@ -439,6 +441,7 @@ def test_the_read_deadline_counts_from_the_last_byte_not_from_the_wait() -> None
         loop = asyncio.get_running_loop()
         pool = WirePool("http://127.0.0.1:1", read_timeout=10.0, deadlines=Deadlines(3600))
         conn = _Conn(loop, pool)
+        conn.first_read = time.monotonic()  # the response has begun
         waiting = loop.create_task(conn.wait())
         await asyncio.sleep(0)
         seen: list[object] = [round(pool.deadlines._armed[conn] - conn.last_read, 6)]
@@ -453,6 +456,32 @@ def test_the_read_deadline_counts_from_the_last_byte_not_from_the_wait() -> None
         return seen
 
     assert uvloop.run(main()) == [10.0, True, True, True]
+
+
+def test_before_the_first_byte_the_first_byte_timeout_applies() -> None:
+    """A response that has not begun waits ``first_byte_timeout`` (a queueing server sends
+    nothing), and its expiry is FirstByteTimeout, not the read timeout's TimeoutError."""
+
+    async def main() -> list[object]:
+        loop = asyncio.get_running_loop()
+        pool = WirePool(
+            "http://127.0.0.1:1", first_byte_timeout=100.0, read_timeout=10.0,
+            deadlines=Deadlines(3600),
+        )  # fmt: skip
+        conn = _Conn(loop, pool)
+        waiting = loop.create_task(conn.wait())
+        await asyncio.sleep(0)
+        seen: list[object] = [round(pool.deadlines._armed[conn] - conn.last_read, 6)]
+        conn.last_read = loop.time() - 50.0  # no byte yet, but within the first-byte timeout
+        conn.expire()
+        seen.append(not waiting.done())
+        conn.last_read = loop.time() - 100.5
+        conn.expire()
+        await asyncio.sleep(0)
+        seen.append(waiting.done() and type(waiting.exception()) is FirstByteTimeout)
+        return seen
+
+    assert uvloop.run(main()) == [100.0, True, True]
 
 
 # ---- against real servers ------------------------------------------------------------------

@@ -20,6 +20,7 @@ def open_transport(
     *,
     limit: int,
     connect_timeout: float,
+    first_byte_timeout: float,
     read_timeout: float,
     rcvbuf: int,
     deadlines: Deadlines,
@@ -37,6 +38,7 @@ def open_transport(
             headers,
             limit=limit,
             connect_timeout=connect_timeout,
+            first_byte_timeout=first_byte_timeout,
             read_timeout=read_timeout,
             rcvbuf=rcvbuf,
         )
@@ -46,6 +48,7 @@ def open_transport(
         origin,
         headers,
         connect_timeout=connect_timeout,
+        first_byte_timeout=first_byte_timeout,
         read_timeout=read_timeout,
         rcvbuf=rcvbuf,
         deadlines=deadlines,

@@ -19,6 +19,7 @@ never skip it.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import sys
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
-from ..errors import ConnectFailed, ConnectionBroken, ProtocolError
+from ..errors import ConnectFailed, ConnectionBroken, FirstByteTimeout, ProtocolError
 from .base import BodyReader, tls_context
 
 if TYPE_CHECKING:
@@ -101,10 +102,13 @@ class AiohttpTransport:
         *,
         limit: int,
         connect_timeout: float,
+        first_byte_timeout: float = 3600.0,
         read_timeout: float,
         rcvbuf: int = 0,
     ) -> None:
         self.origin = origin
+        self.first_byte_timeout = first_byte_timeout
+        self.read_timeout = read_timeout
         connector = aiohttp.TCPConnector(
             ssl=tls_context() if origin.startswith("https:") else True,
             limit=limit,
@@ -116,9 +120,9 @@ class AiohttpTransport:
         self.session = aiohttp.ClientSession(
             connector=connector,
             headers=headers,
-            timeout=aiohttp.ClientTimeout(
-                total=None, connect=connect_timeout, sock_read=read_timeout
-            ),
+            # aiohttp's sock_read would time the wait for the head like any read: the head
+            # gets first_byte_timeout here, each body read read_timeout (_Response)
+            timeout=aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=None),
             auto_decompress=True,
             read_bufsize=READ_BUFSIZE,
             trace_configs=[_trace()],
@@ -130,11 +134,17 @@ class AiohttpTransport:
         if callable(body):
             body = body()
         written = _Written()
+        first_byte = asyncio.timeout(self.first_byte_timeout)
         try:
-            resp = await self.session.request(
-                method, self.origin + target, data=body or None, trace_request_ctx=written
-            )
+            async with first_byte:
+                resp = await self.session.request(
+                    method, self.origin + target, data=body or None, trace_request_ctx=written
+                )
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise ConnectFailed(str(exc) or "connect timed out") from exc
         except TimeoutError:
+            if first_byte.expired():
+                raise FirstByteTimeout() from None
             raise
         except aiohttp.ClientConnectorError as exc:
             raise ConnectFailed(str(exc)) from exc
@@ -145,27 +155,33 @@ class AiohttpTransport:
             raise ConnectionBroken(str(exc) or type(exc).__name__) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise ConnectionBroken(str(exc) or type(exc).__name__) from exc
-        return _Response(resp, written.at)
+        return _Response(resp, written.at, time.monotonic(), self.read_timeout)
 
     async def close(self) -> None:
         await self.session.close()
 
 
 class _Response(BodyReader):
-    __slots__ = ("_resp", "headers", "status", "written")
+    __slots__ = ("_read_timeout", "_resp", "first_byte", "headers", "status", "written")
 
-    def __init__(self, resp: aiohttp.ClientResponse, written: float) -> None:
+    def __init__(
+        self, resp: aiohttp.ClientResponse, written: float, first_byte: float, read_timeout: float
+    ) -> None:
         self._resp = resp
         self.status = resp.status
         self.headers = resp.headers
         self.written = written
+        #: when aiohttp handed over the parsed head (its first byte's own arrival is not kept)
+        self.first_byte = first_byte
+        self._read_timeout = read_timeout
 
     def header(self, name: str) -> str:
         return self.headers.get(name, "")
 
     async def read_chunk(self) -> bytes:
         try:
-            return await self._resp.content.readany()
+            async with asyncio.timeout(self._read_timeout):
+                return await self._resp.content.readany()
         except TimeoutError:
             raise
         except (aiohttp.ClientError, OSError) as exc:

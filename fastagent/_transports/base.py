@@ -8,7 +8,10 @@ one; the LLM client sees only :class:`Transport` and :class:`Response`.
 Errors, the same from both (see ``fastagent.errors``): ``ConnectFailed`` (nothing was sent),
 ``ConnectionBroken`` (after the request went out; ``StaleConnection`` when a reused
 connection was closed before any answer, so sending again is safe; ``ProtocolError`` when
-the server broke HTTP), and ``TimeoutError`` when no byte came for the read timeout.
+the server broke HTTP), ``FirstByteTimeout`` when the response did not begin within the
+first-byte timeout (a server may queue a request without a byte sent: waiting for it is not
+silence) and ``TimeoutError`` when a response that has begun sent no byte for the read
+timeout.
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ class Response(Protocol):
     @property
     def written(self) -> float:
         """When the request's last byte went to the kernel (``time.monotonic()``)."""
+        ...
+
+    @property
+    def first_byte(self) -> float:
+        """When the response's first byte arrived (``time.monotonic()``)."""
         ...
 
     def header(self, name: str) -> str:

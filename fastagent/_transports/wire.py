@@ -62,7 +62,13 @@ from httptools import (
 )
 
 from .._deadlines import Deadlines
-from ..errors import ConnectFailed, ConnectionBroken, ProtocolError, StaleConnection
+from ..errors import (
+    ConnectFailed,
+    ConnectionBroken,
+    FirstByteTimeout,
+    ProtocolError,
+    StaleConnection,
+)
 from .base import BodyReader, Sink, tls_context
 
 if TYPE_CHECKING:
@@ -163,6 +169,7 @@ class _Conn(asyncio.BufferedProtocol):
         "decoder",
         "encoding",
         "error",
+        "first_read",
         "framing",
         "head",
         "keep_alive",
@@ -172,7 +179,6 @@ class _Conn(asyncio.BufferedProtocol):
         "parser",
         "paused",
         "pool",
-        "received",
         "sink",
         "state",
         "status",
@@ -206,7 +212,8 @@ class _Conn(asyncio.BufferedProtocol):
         #: str would cost each agent in flight about 1 KiB)
         self.head: bytes | bytearray = bytearray()
         self.keep_alive = False
-        self.received = False
+        #: when the response's first byte arrived (0.0: none yet)
+        self.first_read = 0.0
         self.no_body = method == "HEAD"
         self.framing = 0
         self.encoding = ""
@@ -240,7 +247,8 @@ class _Conn(asyncio.BufferedProtocol):
         self.data_received(self.pool.rview[:nbytes])  # the parser copies what it passes on
 
     def data_received(self, data: bytes | memoryview) -> None:
-        self.received = True
+        if not self.first_read:
+            self.first_read = time.monotonic()
         self.last_read = self.loop.time()
         if len(data) <= READ_SIZE:
             self._feed(data)
@@ -434,12 +442,13 @@ class _Conn(asyncio.BufferedProtocol):
 
     async def wait(self) -> None:
         """Until the protocol has news (the end, an error, bytes when no sink takes them), or
-        no byte came for the pool's ``read_timeout``."""
+        the response's first byte did not come for the pool's ``first_byte_timeout``
+        (FirstByteTimeout), or a later one for its ``read_timeout`` (TimeoutError)."""
         loop = self.loop
         waiter = loop.create_future()
         self.waiter = waiter
         self.last_read = now = loop.time()
-        self.pool.deadlines.arm(self, now + self.pool.read_timeout)
+        self.pool.deadlines.arm(self, now + self._silence())
         try:
             await waiter
         finally:
@@ -450,13 +459,18 @@ class _Conn(asyncio.BufferedProtocol):
         waiter = self.waiter
         if waiter is not None:
             # armed once per wait, not per read: bytes since then push the deadline on
-            silent_until = self.last_read + self.pool.read_timeout
+            silent_until = self.last_read + self._silence()
             if silent_until > self.loop.time():
                 self.pool.deadlines.arm(self, silent_until)
             elif not waiter.done():
-                waiter.set_exception(TimeoutError())
+                waiter.set_exception(TimeoutError() if self.first_read else FirstByteTimeout())
         elif self.state is _DONE:  # idle in the pool for KEEPALIVE seconds
             self.pool._drop(self)
+
+    def _silence(self) -> float:
+        """The silence allowed now: until the first byte, then between bytes."""
+        pool = self.pool
+        return pool.read_timeout if self.first_read else pool.first_byte_timeout
 
     def take(self) -> bytes:
         data = bytes(self.body)
@@ -544,12 +558,13 @@ def _retrieve(future: asyncio.Future[_Addresses]) -> None:
 class WireResponse(BodyReader):
     """One response; ``async with`` it so its connection goes back to the pool or is closed."""
 
-    __slots__ = ("_conn", "status", "written")
+    __slots__ = ("_conn", "first_byte", "status", "written")
 
     def __init__(self, conn: _Conn) -> None:
         self._conn = conn
         self.status = conn.status
         self.written = conn.written
+        self.first_byte = conn.first_read
 
     @property
     def headers(self) -> dict[str, str]:
@@ -617,6 +632,7 @@ class WirePool:
         headers: dict[str, str] | None = None,
         *,
         connect_timeout: float = 10.0,
+        first_byte_timeout: float = 3600.0,
         read_timeout: float = 60.0,
         rcvbuf: int = 0,
         deadlines: Deadlines | None = None,
@@ -629,6 +645,7 @@ class WirePool:
         self.port = url.port or (443 if url.scheme == "https" else 80)
         self.tls = (tls or tls_context()) if url.scheme == "https" else None
         self.connect_timeout = connect_timeout
+        self.first_byte_timeout = first_byte_timeout
         self.read_timeout = read_timeout
         self.rcvbuf = rcvbuf
         self.deadlines = deadlines or Deadlines(min(0.5, read_timeout / 4))
@@ -684,7 +701,7 @@ class WirePool:
                 await conn.wait()
         except ConnectionBroken as exc:
             conn.close()
-            if reused and not conn.received:
+            if reused and not conn.first_read:
                 raise StaleConnection(f"kept-alive connection closed by the server: {exc}") from exc
             raise
         except BaseException:

@@ -104,6 +104,7 @@ SECTIONS: tuple[tuple[str, tuple[Row, ...]], ...] = (
     )),
     ("per LLM call", (
         *_percentiles("runtime_overhead_ms", "runtime overhead"),
+        *_percentiles("first_byte_wait_ms", "wait for the first byte"),
         *_percentiles("pre_send_ms", "pre-send"),
         *_percentiles("endpoint_queue_ms", "endpoint queue"),
         *_percentiles("server_ms", "server"),

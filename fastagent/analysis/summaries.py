@@ -196,6 +196,7 @@ METRICS: tuple[Metric, ...] = (
     *_distribution("itl_ms"),
     *_distribution("tpot_ms"),
     *_distribution("llm_e2e_ms"),
+    *_distribution("first_byte_wait_ms", v1=False),
     # one call's parts (schema 2), adding up to its E2E
     *_distribution("pre_send_ms", v1=False),
     *_distribution("endpoint_queue_ms", v1=False),
