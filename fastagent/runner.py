@@ -256,7 +256,7 @@ class Run:
         self.exclude = exclude
         self.telemetry = Telemetry(TraceWriter(plan.trace) if plan.trace else None)
         self.sampler = Sampler(config.sample_interval, exclude=exclude)
-        self.lag = LagProbe()
+        self.lag = LagProbe(config.sample_interval, sampler=self.sampler)
         self.tally = Tally()
         for row in plan.resumed:
             self.record(row)
@@ -292,12 +292,10 @@ class Run:
                 # trigger traverse only what the agents allocate (CPU; the peak RSS it
                 # saves is within noise).
                 gc.freeze()
-                self.sampler.start()
                 self.lag.start()
                 await self._work(agent, t0)
         finally:
             await self.lag.stop()
-            self.sampler.stop()
             self.wall = time.monotonic() - t0
             self.cpu1 = cpu_seconds()
         self.open_fds = len(os.listdir("/proc/self/fd"))

@@ -212,7 +212,7 @@ class Latency(msgspec.Struct, kw_only=True):
 
 
 class LoopLag(msgspec.Struct, kw_only=True):
-    """How late a 50 ms timer on the event loop fired, in milliseconds."""
+    """How late the probe's timer (every --sample-interval) fired on the event loop, in ms."""
 
     p50: Ms = None
     p99: Ms = None

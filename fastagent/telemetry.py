@@ -14,11 +14,9 @@ and the trace is streamed to disk line by line::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import os
 import resource
-import threading
 import time
 from array import array
 from collections.abc import Iterable
@@ -221,22 +219,23 @@ class Histogram:
         )
 
 
-class Sampler(threading.Thread):
-    """Background RSS timeline of the runtime plus summed RSS and count of its live children.
+class Sampler:
+    """RSS timeline of the runtime plus summed RSS and count of its live children.
 
-    One daemon thread wakes every ``interval`` seconds and reads ``/proc/self/statm`` and,
-    for each descendant process (sandbox wrappers, test processes and whatever they
-    started; ``exclude`` names subtrees to leave out, such as the simulated endpoint),
-    ``/proc/PID/statm``. Reading /proc directly, rather than through psutil (the library one
-    would expect here), is deliberate: psutil's ``children(recursive=True)`` scans every
-    process on the machine at every tick (milliseconds of CPU each time, 20 times a second),
-    and importing it costs the measured process half a MiB (machine-facts: 37.2 → 38.1 MiB).
-    The timeline is two float arrays, 8 bytes a sample:
-    the thread's own resident cost is its stack pages, well under 100 KiB.
+    Each :meth:`sample` reads ``/proc/self/statm`` and, for each descendant process
+    (sandbox wrappers, test processes and whatever they started; ``exclude`` names subtrees
+    to leave out, such as the simulated endpoint), ``/proc/PID/statm``. The
+    :class:`LagProbe`'s timer calls it every ``interval`` seconds: no thread of its own, whose
+    wake-ups (the GIL handed over and back 20 times a second) cost the runtime more CPU than
+    the reads (``bench/bench_idle.py``). Reading /proc directly, rather than through psutil
+    (the library one would expect here), is deliberate too: psutil's
+    ``children(recursive=True)`` scans every process on the machine at every tick, and
+    importing it costs the measured process half a MiB (machine-facts: 37.2 → 38.1 MiB).
+    The timeline is two float arrays, 8 bytes a sample. The peak RSS of record is the
+    kernel's VmHWM, never sampled; a loop blocked for a while leaves a gap in the timeline.
     """
 
     def __init__(self, interval: float = 0.05, exclude: Iterable[int] = ()) -> None:
-        super().__init__(name="fastagent-sampler", daemon=True)
         self.interval = interval
         self.exclude = frozenset(exclude)
         self._pid = os.getpid()
@@ -245,12 +244,7 @@ class Sampler(threading.Thread):
         self.peak_children_rss_kib = 0
         self.peak_children = 0
         self.last_rss_kib = current_rss_kib()
-        self._stop_event = threading.Event()
         self._t0 = time.monotonic()
-
-    def run(self) -> None:
-        while not self._stop_event.wait(self.interval):
-            self.sample()
 
     def sample(self) -> None:
         rss = current_rss_kib()
@@ -270,35 +264,45 @@ class Sampler(threading.Thread):
         if total > self.peak_children_rss_kib:
             self.peak_children_rss_kib = total
 
-    def stop(self) -> None:
-        self._stop_event.set()
-        if self.is_alive():
-            self.join(timeout=2.0)
-
 
 class LagProbe:
-    """Event-loop health: how late a timer scheduled every ``interval`` seconds really fires."""
+    """Event-loop health: how late a timer scheduled every ``interval`` seconds really fires;
+    the same timer drives the ``sampler`` (every ``sampler.interval``).
 
-    def __init__(self, interval: float = 0.05) -> None:
+    One ``loop.call_at`` handle at a time, re-armed from its own callback: no task, no
+    future per tick.
+    """
+
+    def __init__(self, interval: float = 0.05, sampler: Sampler | None = None) -> None:
         self.interval = interval
         self.lag = Histogram()
-        self._task: asyncio.Task[None] | None = None
+        self.sampler = sampler
+        self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._expected = 0.0
+        self._next_sample = 0.0
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._loop = loop = asyncio.get_running_loop()
+        self._expected = self._next_sample = loop.time() + self.interval
+        self._handle = loop.call_at(self._expected, self._tick)
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            expected = loop.time() + self.interval
-            await asyncio.sleep(self.interval)
-            self.lag.add(loop.time() - expected)
+    def _tick(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        self.lag.add(now - self._expected)
+        sampler = self.sampler
+        if sampler is not None and now >= self._next_sample:
+            sampler.sample()
+            self._next_sample = max(self._next_sample + sampler.interval, now)
+        self._expected = now + self.interval
+        self._handle = loop.call_at(self._expected, self._tick)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
     def summary(self) -> LoopLag:
         lag = self.lag.summary()

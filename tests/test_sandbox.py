@@ -12,6 +12,7 @@ import errno
 import os
 import resource
 import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -534,8 +535,29 @@ def test_no_sandbox_config_runs_the_plain_process_group(tmp_path: Path) -> None:
     assert Sandbox.from_config(Config()).mode != "off"
 
 
-def test_every_run_removes_its_cgroup(tools: ToolDispatcher, sandbox: Sandbox) -> None:
+def test_every_run_leaves_its_cgroup_empty_for_the_next(
+    tools: ToolDispatcher, sandbox: Sandbox
+) -> None:
     assert sandbox.cgroups is not None
     run(tools, "print(1)")
     run(tools, "while True: pass", timeout=0.5)
-    assert list(sandbox.cgroups.path.glob("run-*")) == []
+    run(tools, SCATTER, "cg-reuse")
+    left = list(sandbox.cgroups.path.glob("run-*"))
+    # runs one after another share one cgroup, emptied (every process killed) after each
+    assert len(left) <= 1
+    assert all((cg / "cgroup.procs").read_text() == "" for cg in left)
+    assert survivors("cg-reuse") == []
+
+
+def test_the_cgroups_go_when_the_runtime_exits(tmp_path: Path, sandbox: Sandbox) -> None:
+    code = (
+        "import uvloop, sys; from fastagent.sandbox.policy import Sandbox; "
+        "from fastagent.sandbox.tools import ToolDispatcher; "
+        "sb = Sandbox(); t = ToolDispatcher(sys.argv[1], sandbox=sb); "
+        "uvloop.run(t.exec(['true'])); print(sb.cgroups.path)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert not Path(proc.stdout.strip()).exists()

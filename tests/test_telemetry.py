@@ -74,10 +74,15 @@ def test_sampler_reads_self_and_live_children() -> None:
         assert child.stdout is not None
         child.stdout.readline()  # its 40 MiB are allocated (and touched: bytearray zeroes them)
         sampler = Sampler(0.02)
-        sampler.start()
-        while len(sampler.times) < 5:  # however slowly the machine runs it
-            time.sleep(0.02)
-        sampler.stop()
+
+        async def probe() -> None:  # the probe's timer samples, however slowly the machine runs
+            lag = LagProbe(0.01, sampler=sampler)
+            lag.start()
+            while len(sampler.times) < 5:
+                await asyncio.sleep(0.01)
+            await lag.stop()
+
+        uvloop.run(probe())
     finally:
         child.kill()
         child.wait()

@@ -123,12 +123,21 @@ def find_bwrap() -> str | None:
 class Launch:
     """One run's command line and its cgroup; ``kill``/``close`` leave nothing behind."""
 
-    __slots__ = ("argv", "cgroup", "label")
+    __slots__ = ("argv", "cgroup", "label", "parent", "pids_max")
 
-    def __init__(self, argv: list[str], cgroup: Path | None, label: str) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        cgroup: Path | None,
+        label: str,
+        parent: CgroupParent | None = None,
+        pids_max: int = 0,
+    ) -> None:
         self.argv = argv
         self.cgroup = cgroup
         self.label = label
+        self.parent = parent
+        self.pids_max = pids_max
 
     def kill(self) -> None:
         """SIGKILL every process in the run's cgroup (one pass; ``close`` repeats until empty)."""
@@ -136,22 +145,21 @@ class Launch:
             kill_members(self.cgroup)
 
     async def close(self, deadline: float = 2.0) -> None:
-        """Kill until the cgroup is empty, then remove it; leftovers are retried at exit."""
+        """Kill until the cgroup is empty, then hand it back for the next run; one that will
+        not empty within ``deadline`` seconds is retried at exit."""
         if self.cgroup is None:
             return
         cg, self.cgroup = self.cgroup, None
         delay, t_end = 0.001, time.monotonic() + deadline
         while True:
             kill_members(cg)
-            try:
-                cg.rmdir()
+            if self.parent is not None and self.parent.release(cg, self.pids_max):
                 return
-            except FileNotFoundError:
+            if not cg.exists():
                 return
-            except OSError:
-                if time.monotonic() >= t_end:
-                    PENDING.add(cg)
-                    return
+            if time.monotonic() >= t_end:
+                PENDING.add(cg)
+                return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
 
@@ -210,9 +218,11 @@ class Sandbox:
         """The wrapped command for ``argv`` run in ``workspace``; creates the run's cgroup."""
         if self.mode is SandboxMode.OFF:
             return Launch(list(argv), None, self.label)
-        cgroup = self.cgroups.new(self.limits.processes) if self.cgroups is not None else None
+        cap = self.limits.processes
+        cgroup = self.cgroups.new(cap) if self.cgroups is not None else None
         cmd = _wrap(self.mode, argv, workspace, timeout, self.network, self.limits, cgroup)
-        return Launch(cmd, cgroup, self.mode + ("+cgroup" if cgroup is not None else ""))
+        label = self.mode + ("+cgroup" if cgroup is not None else "")
+        return Launch(cmd, cgroup, label, self.cgroups, cap)
 
     def decode_exit(self, code: int) -> int:
         """bwrap and sh report a child killed by signal N as exit 128+N; give it back as -N.

@@ -35,12 +35,12 @@ import msgspec
 from ..errors import ToolError
 from .channel import ProbeChannel, Verdict
 from .policy import Launch, Sandbox
+from .spawn import Child, spawn
 
 __all__ = ["ExecResult", "ExitCause", "ToolDispatcher", "scrubbed_env"]
 
 _SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASS|CREDENTIAL|AUTH|PRIVATE|COOKIE)", re.IGNORECASE)
 _SECRET_VALUE = re.compile(r"://[^/@\s:]+:[^/@\s]+@")
-_READ_CHUNK = 64 * 1024
 _DRAIN_GRACE = 1.0
 
 
@@ -241,18 +241,14 @@ class ToolDispatcher:
         launch: Launch | None,
         channel: ProbeChannel | None,
     ) -> ExecResult:
-        cap = self.output_cap
         home = str(self.workspace)
         env = {**self.env, "HOME": home, "TMPDIR": home, **(channel.env() if channel else {})}
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *(launch.argv if launch else argv),
-                cwd=self.workspace,
+            child = spawn(
+                launch.argv if launch else argv,
+                cwd=home,
                 env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
+                output_cap=self.output_cap,
                 pass_fds=channel.child_fds if channel else (),
             )
         except OSError as exc:
@@ -261,22 +257,17 @@ class ToolDispatcher:
             if channel is not None:
                 channel.close_child_ends()
         t_running = time.monotonic()
-        assert proc.stdout is not None and proc.stderr is not None
-        out = asyncio.ensure_future(_read_capped(proc.stdout, cap))
-        err = asyncio.ensure_future(_read_capped(proc.stderr, cap))
         cause = ExitCause.EXIT
         try:
-            await asyncio.wait_for(proc.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await child.wait()
         except TimeoutError:
             cause = ExitCause.TIMEOUT
         finally:
-            await _reap(proc, launch)
-        done, pending = await asyncio.wait((out, err), timeout=_DRAIN_GRACE)
-        for task in pending:
-            task.cancel()
-        stdout, stdout_dropped = out.result() if out in done else (b"", 0)
-        stderr, stderr_dropped = err.result() if err in done else (b"", 0)
-        code = proc.returncode if proc.returncode is not None else -signal.SIGKILL
+            await _reap(child, launch)
+        await child.drain(_DRAIN_GRACE)
+        stdout, stdout_dropped, stderr, stderr_dropped = child.output()
+        code = child.returncode if child.returncode is not None else -signal.SIGKILL
         if self.sandbox is not None and cause is ExitCause.EXIT:
             code = self.sandbox.decode_exit(code)
         if cause is ExitCause.EXIT and code < 0:
@@ -296,35 +287,14 @@ class ToolDispatcher:
         )
 
 
-async def _reap(proc: asyncio.subprocess.Process, launch: Launch | None) -> None:
+async def _reap(child: Child, launch: Launch | None) -> None:
     """Kill the group and the run's cgroup, reap the child, sweep the cgroup until empty."""
-    _kill_group(proc.pid)
+    child.kill_group()
     if launch is not None:
         launch.kill()
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
+    await child.wait()
     if launch is not None:
         await launch.close()
-
-
-async def _read_capped(stream: asyncio.StreamReader, cap: int) -> tuple[bytes, int]:
-    kept = bytearray()
-    dropped = 0
-    while True:
-        chunk = await stream.read(_READ_CHUNK)
-        if not chunk:
-            return bytes(kept), dropped
-        room = cap - len(kept)
-        if room > 0:
-            kept += chunk[:room]
-        dropped += max(0, len(chunk) - max(room, 0))
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
 
 
 def _rmtree(path: Path) -> None:
