@@ -47,10 +47,16 @@ def main() -> int:
         print(f"  repeat {i + 1}: {cost:.2f} ms of CPU per second of wall", file=sys.stderr)
     print(
         table(
-            ["repeat", "fast wall s", "fast CPU s", "slow wall s", "slow CPU s",
-             "idle CPU ms per s"],
+            [
+                "repeat",
+                "fast wall s",
+                "fast CPU s",
+                "slow wall s",
+                "slow CPU s",
+                "idle CPU ms per s",
+            ],
             rows,
-        )  # fmt: skip
+        )
     )
     print(
         f"\nidle cost of the runtime: {statistics.median(costs):.2f} ms of CPU per second of "

@@ -97,10 +97,19 @@ def main() -> int:
         table(headers, p99_rows),
         "",
         table(
-            ["agents", "LLM calls", "E2E p50 ms", "loop lag p99 ms", "runtime CPU ms/call",
-             "peak RSS MiB", "wall s", "passed", "errors"],
+            [
+                "agents",
+                "LLM calls",
+                "E2E p50 ms",
+                "loop lag p99 ms",
+                "runtime CPU ms/call",
+                "peak RSS MiB",
+                "wall s",
+                "passed",
+                "errors",
+            ],
             run_rows,
-        ),  # fmt: skip
+        ),
     ]
     code = 0
     if target_p99 is not None:
@@ -116,7 +125,8 @@ def main() -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         command = "python bench/bench_overhead.py " + " ".join(sys.argv[1:])
-        args.out.write_text(f"# Runtime overhead per call\n\n`{command.strip()}`\n\n```\n{text}\n```\n")
+        header = f"# Runtime overhead per call\n\n`{command.strip()}`\n\n"
+        args.out.write_text(f"{header}```\n{text}\n```\n")
     return code
 
 
