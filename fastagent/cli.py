@@ -260,6 +260,11 @@ def _bench(args: argparse.Namespace) -> int:
         from .check import run_checks
 
         return run_checks(config)
+    if config.shards is not None:
+        # the coordinator: it imports Ray; each shard it starts is an ordinary bench process
+        from .shards import run_sharded
+
+        return run_sharded(config)
     from .results import format_summary
     from .runner import run_bench
 

@@ -245,6 +245,23 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     network: Annotated[bool, _flag("let the test process use the network", group=_WORKLOAD)] = False
     output_cap: int = 64 * 1024
     feedback_chars: int = 4000
+    shards: Annotated[
+        Positive | None,
+        _flag(
+            "split the tasks over N ordinary bench processes run by Ray tasks, one per node "
+            "where the cluster has several (pip install 'fastagent[ray]')",
+            group=_WORKLOAD,
+            metavar="N",
+        ),
+    ] = None
+    ray_address: Annotated[
+        Text | None,
+        _flag(
+            "the Ray cluster of --shards (default: a local Ray instance for the run)",
+            group=_WORKLOAD,
+            metavar="ADDR",
+        ),
+    ] = None
 
     # ---- output ----
     results_dir: Annotated[
@@ -268,6 +285,15 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     ] = None
     trace: Annotated[
         Text | None, _flag("write one JSON line per event to FILE", group=_OUTPUT, metavar="FILE")
+    ] = None
+    samples: Annotated[
+        Text | None,
+        _flag(
+            "write every per-call and per-task sample to FILE (compact binary; merged runs "
+            "compute exact percentiles from these)",
+            group=_OUTPUT,
+            metavar="FILE",
+        ),
     ] = None
     progress: Annotated[
         bool | None,

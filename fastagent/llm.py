@@ -43,7 +43,7 @@ from .errors import (
     StaleConnection,
 )
 from .speedups import SSEParser, delta_content
-from .telemetry import CallParts, Histogram, ServerTiming, Telemetry, split_call
+from .telemetry import CallParts, Recorder, ServerTiming, Telemetry, split_call
 
 __all__ = ["Completion", "LLMClient", "LLMError", "Message"]
 
@@ -351,7 +351,7 @@ class LLMClient:
                 self.telemetry.event("first_token", task=task, ttft=round(state.last - sent, 6))
         return False
 
-    def _take(self, state: _Attempt, payload: bytes, cap: int, itl: Histogram) -> bool:
+    def _take(self, state: _Attempt, payload: bytes, cap: int, itl: Recorder) -> bool:
         if not payload:
             return False
         content = delta_content(payload)

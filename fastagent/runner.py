@@ -143,6 +143,13 @@ class Plan(msgspec.Struct):
     #: the rows an interrupted run left (``--resume``), already counted in ``tally``
     resumed: list[TaskRow]
     trace: IO[bytes] | None
+    samples: IO[bytes] | None
+
+    def close(self) -> None:
+        """Close the files the run wrote as it went."""
+        for stream in (self.trace, self.samples):
+            if stream is not None:
+                stream.close()
 
 
 def prepare(config: Config, log: Log) -> Plan:
@@ -158,20 +165,30 @@ def prepare(config: Config, log: Log) -> Plan:
         log(f"resuming {paths.csv}: {len(resumed)} tasks done, {len(tasks)} to go")
     else:
         paths = _prepare_results(config.results_dir)
-    trace = None
-    if config.trace:
-        try:
-            trace = open(config.trace, "wb", buffering=64 * 1024)  # noqa: SIM115
-        except OSError as exc:
-            raise RunError(f"cannot write trace file {config.trace}: {exc.strerror}") from None
-    work_dir = Path(config.work_dir or Path(config.results_dir).parent / "runs" / paths.stamp)
+    plan = Plan(dataset, tasks, paths, Path(), pytest_version, resumed, None, None)
     try:
-        work_dir.mkdir(parents=True, exist_ok=True)
+        plan.trace = _open_output(config.trace, "trace file")
+        plan.samples = _open_output(config.samples, "samples file")
+        work = Path(config.work_dir or Path(config.results_dir).parent / "runs" / paths.stamp)
+        try:
+            work.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunError(f"cannot create the work directory {work}: {exc.strerror}") from None
+        plan.work_dir = work
+    except BaseException:
+        plan.close()
+        raise
+    return plan
+
+
+def _open_output(path: str | None, what: str) -> IO[bytes] | None:
+    """A file the run streams into (buffered), or None; RunError when it cannot be made."""
+    if path is None:
+        return None
+    try:
+        return open(path, "wb", buffering=64 * 1024)
     except OSError as exc:
-        if trace is not None:
-            trace.close()
-        raise RunError(f"cannot create the work directory {work_dir}: {exc.strerror}") from None
-    return Plan(dataset, tasks, paths, work_dir, pytest_version, resumed, trace)
+        raise RunError(f"cannot write {what} {path}: {exc.strerror}") from None
 
 
 def _resume(csv_path: str, tasks: list[Task]) -> tuple[ResultPaths, list[TaskRow]]:
@@ -223,8 +240,7 @@ def run_bench(config: Config, *, log: Log | None = None) -> RunOutcome:
         run = Run(config, plan, log, exclude=(sim.pid,) if sim and sim.pid else ())
         uvloop.run(run.main())
     finally:
-        if plan.trace is not None:
-            plan.trace.close()
+        plan.close()
         if sim is not None:
             sim.stop()
         if not config.keep_workspaces:
@@ -254,7 +270,7 @@ class Run:
         self.plan = plan
         self.log = log
         self.exclude = exclude
-        self.telemetry = Telemetry(TraceWriter(plan.trace) if plan.trace else None)
+        self.telemetry = Telemetry(TraceWriter(plan.trace) if plan.trace else None, plan.samples)
         self.sampler = Sampler(config.sample_interval, exclude=exclude)
         self.lag = LagProbe(config.sample_interval, sampler=self.sampler)
         self.tally = Tally()
@@ -298,6 +314,7 @@ class Run:
             await self.lag.stop()
             self.wall = time.monotonic() - t0
             self.cpu1 = cpu_seconds()
+            self.telemetry.finish_samples()
         self.open_fds = len(os.listdir("/proc/self/fd"))
         self.live_children = len(descendants(os.getpid(), frozenset(self.exclude)))
 

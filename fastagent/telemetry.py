@@ -17,10 +17,11 @@ import asyncio
 import math
 import os
 import resource
+import struct
 import time
 from array import array
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import IO, Any, Protocol
 
 import msgspec
 
@@ -205,6 +206,27 @@ class Histogram:
                 return min(max(value, self.min), self.max)
         return self.max
 
+    def state(self) -> dict[str, object]:
+        """Everything that makes this histogram, for merging with others (bucket: count)."""
+        counts = {i: n for i, n in enumerate(self._counts) if n}
+        return {"counts": counts, "count": self.count, "total": self.total,
+                "min": self.min if self.count else None, "max": self.max}  # fmt: skip
+
+    @classmethod
+    def merged(cls, states: Iterable[Mapping[str, Any]]) -> Histogram:
+        """One histogram of every sample of several, from their :meth:`state`: exactly the
+        histogram one process would have made of them all."""
+        merged = cls()
+        for state in states:
+            for index, n in state["counts"].items():
+                merged._counts[int(index)] += n
+            merged.count += state["count"]
+            merged.total += state["total"]
+            if state["count"]:
+                merged.min = min(merged.min, state["min"])
+                merged.max = max(merged.max, state["max"])
+        return merged
+
     def summary(self) -> Distribution:
         """count, mean, p50, p95, p99, max, in milliseconds."""
         if not self.count:
@@ -331,6 +353,58 @@ class TraceWriter:
         self._stream.close()
 
 
+#: The samples file: a header line, then one record per sample (``SAMPLE``: the index of its
+#: distribution in ``Telemetry.LATENCIES``, its value in seconds), then a trailer (``TRAILER``
+#: byte, one JSON line) with the histograms that are not sampled one by one (ITL: a sample
+#: per streamed token would cost the runtime more than the rest of its telemetry).
+SAMPLES_MAGIC = b"fastagent-samples 1\n"
+SAMPLE = struct.Struct("<Bd")
+TRAILER = 0xFF
+
+
+class SampleWriter:
+    """Every per-call and per-task sample, as it is taken, into a compact file
+    (``--samples FILE``, 9 bytes a sample, buffered): a merge of several runs (the shards of
+    one) computes exact percentiles over all their calls from these files, never from their
+    percentiles (:mod:`fastagent.analysis.samples` reads them)."""
+
+    __slots__ = ("_pack", "_stream")
+
+    def __init__(self, stream: IO[bytes], names: Iterable[str]) -> None:
+        self._stream = stream
+        self._pack = SAMPLE.pack
+        stream.write(SAMPLES_MAGIC + msgspec.json.encode(list(names)) + b"\n")
+
+    def write(self, index: int, value: float) -> None:
+        self._stream.write(self._pack(index, value))
+
+    def finish(self, histograms: dict[str, Histogram]) -> None:
+        """The trailer: the bucket counts of the histograms not sampled one by one."""
+        trailer = {name: h.state() for name, h in histograms.items()}
+        self._stream.write(bytes([TRAILER]) + msgspec.json.encode(trailer) + b"\n")
+
+
+class Recorder(Protocol):
+    """What a distribution's callers see: a place to add samples (seconds)."""
+
+    def add(self, value: float) -> None: ...
+
+
+class _Recorded:
+    """A histogram whose every sample also goes to the samples file."""
+
+    __slots__ = ("_hist", "_index", "_out")
+
+    def __init__(self, hist: Histogram, index: int, out: SampleWriter) -> None:
+        self._hist = hist
+        self._index = index
+        self._out = out
+
+    def add(self, value: float) -> None:
+        self._hist.add(value)
+        self._out.write(self._index, value)
+
+
 class Telemetry:
     """The run's shared counters and distributions; agents and clients report into it."""
 
@@ -347,8 +421,17 @@ class Telemetry:
         "task_overhead",
     )
 
-    def __init__(self, trace: TraceWriter | None = None) -> None:
-        self.hist = {name: Histogram() for name in self.LATENCIES}
+    #: Distributions with a sample per token, kept as histograms only (see SAMPLES_MAGIC).
+    UNSAMPLED = ("itl",)
+
+    def __init__(self, trace: TraceWriter | None = None, samples: IO[bytes] | None = None) -> None:
+        self.histograms = {name: Histogram() for name in self.LATENCIES}
+        self.hist: dict[str, Recorder] = dict(self.histograms)
+        self.samples = SampleWriter(samples, self.LATENCIES) if samples is not None else None
+        if self.samples is not None:
+            for index, name in enumerate(self.LATENCIES):
+                if name not in self.UNSAMPLED:
+                    self.hist[name] = _Recorded(self.histograms[name], index, self.samples)
         self.retry_causes: dict[str, int] = {}
         self.error_causes: dict[str, int] = {}
         self.exit_causes: dict[str, int] = {}
@@ -383,4 +466,9 @@ class Telemetry:
 
     def latency(self) -> Latency:
         """Every distribution, in milliseconds."""
-        return Latency(**{f"{name}_ms": h.summary() for name, h in self.hist.items()})
+        return Latency(**{f"{name}_ms": h.summary() for name, h in self.histograms.items()})
+
+    def finish_samples(self) -> None:
+        """Close the samples file's records with the histograms not sampled one by one."""
+        if self.samples is not None:
+            self.samples.finish({name: self.histograms[name] for name in self.UNSAMPLED})
