@@ -20,7 +20,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from fastagent.cli import Parser
 from fastagent.errors import ExitCode
@@ -155,17 +154,15 @@ HANG_GUARD = 30.0
 
 
 class TrackedApp(SimApp):
-    """A SimApp that reports each return of its chat handler on ``returned``."""
+    """A SimApp that reports the end of each chat exchange (its response over, or its client
+    gone) on ``returned``."""
 
     def __init__(self, profile: SimProfile, data: Fixture) -> None:
         super().__init__(profile, data.tasks, data.solutions)
         self.returned: asyncio.Queue[None] = asyncio.Queue()
 
-    async def chat(self, request: web.Request) -> web.StreamResponse:
-        try:
-            return await super().chat(request)
-        finally:
-            self.returned.put_nowait(None)
+    def chat_done(self) -> None:
+        self.returned.put_nowait(None)
 
     async def handler_returned(self) -> None:
         await asyncio.wait_for(self.returned.get(), HANG_GUARD)
@@ -180,7 +177,7 @@ def with_sim(
 
     async def run() -> Any:
         if isinstance(profile, SimApp):
-            runner, base = await server.start_app(profile.application())
+            runner, base = await server.start_app(profile)
         else:
             runner, base = await server.start_sim(profile, data.tasks, data.solutions)
         try:
@@ -308,6 +305,7 @@ def test_parse_profile() -> None:
         "p_recover": 0.25,
         "ttft_ms": 10.0,
         "itl_ms": 0.0,
+        "start_delay_ms": 0.0,
         "tokens_per_chunk": 1,
         "model": "m",
         "faults": (),
@@ -387,7 +385,6 @@ def test_stream_first_task_gives_the_solution(data: Fixture) -> None:
     result = with_sim(data, PROFILE, body)
     assert result.status == HTTPStatus.OK
     assert result.headers["Content-Type"] == "text/event-stream"
-    assert float(result.headers["X-Fastagent-Received"]) == result.timing["received"]
     assert code_of(result.text) == data.solutions_by_id[tid]
     assert result.text.startswith("Here is the implementation.\n\n```python\n")
     assert result.finish_reason == "stop"
@@ -488,8 +485,10 @@ def test_non_stream_body(data: Fixture) -> None:
     assert result.finish_reason == "stop"
     assert result.usage["completion_tokens"] == len(tokenize(result.text))
     timing = result.timing
-    assert result.sent_at <= timing["received"] <= timing["first_byte"] <= timing["last_byte"]
-    assert float(result.headers["X-Fastagent-Received"]) == timing["received"]
+    assert set(timing) == {"accepted", "started", "first_byte", "last_byte", "received"}
+    assert timing["received"] == timing["started"]
+    assert result.sent_at <= timing["accepted"] <= timing["started"]
+    assert timing["started"] <= timing["first_byte"] == timing["last_byte"]
 
 
 def test_timing_is_ordered_and_on_the_shared_clock(data: Fixture) -> None:
@@ -501,10 +500,12 @@ def test_timing_is_ordered_and_on_the_shared_clock(data: Fixture) -> None:
 
     result, done_at = with_sim(data, profile, body)
     timing = result.timing
-    assert set(timing) == {"received", "first_byte", "last_byte"}
-    assert result.sent_at <= timing["received"] <= timing["first_byte"] <= timing["last_byte"]
+    assert set(timing) == {"accepted", "started", "first_byte", "last_byte", "received"}
+    assert timing["received"] == timing["started"]
+    assert result.sent_at <= timing["accepted"] <= timing["started"]
+    assert timing["started"] <= timing["first_byte"] <= timing["last_byte"]
     assert timing["last_byte"] <= done_at
-    assert timing["first_byte"] - timing["received"] >= 0.02
+    assert timing["first_byte"] - timing["started"] >= 0.02
     n_chunks = len(result.content_chunks)
     assert timing["last_byte"] - timing["first_byte"] >= 0.001 * (n_chunks - 1) * 0.95
 
@@ -991,7 +992,6 @@ def test_http_fault_is_an_openai_error(data: Fixture, kind: FaultKind, status: H
     rate_limited = status is HTTPStatus.TOO_MANY_REQUESTS
     assert result.status == status
     assert result.headers.get("Retry-After") == ("1" if rate_limited else None)
-    assert float(result.headers["X-Fastagent-Received"]) > 0
     error = result.body["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert f"simulated fault {kind}" in error["message"]
