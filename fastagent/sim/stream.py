@@ -55,7 +55,8 @@ class StreamedCompletion:
     """Writes one answer as a stream of ``chat.completion.chunk`` events."""
 
     __slots__ = ("_answer", "_at", "_chunks", "_conn", "_content_head", "_done", "_first",
-                 "_head", "_i", "_itl", "_pacer", "_phase", "_ttft")  # fmt: skip
+                 "_head", "_i", "_itl", "_pacer", "_phase", "_sizes", "_tails",
+                 "_ttft")  # fmt: skip
 
     def __init__(
         self,
@@ -73,7 +74,13 @@ class StreamedCompletion:
         self._ttft, self._itl = pace.ttft, pace.itl
         self._chunks = chunks = answer.reply.chunks_of(answer.n_tokens)
         self._head = event_head(answer.cid, answer.created, model_json)
-        self._content_head = self._head + CONTENT_CHOICES
+        self._content_head = content_head = self._head + CONTENT_CHOICES
+        if conn.http11:  # each content event pre-framed for the chunked body but its head
+            framing = answer.reply.framing(answer.n_tokens, len(content_head))
+            self._sizes, self._tails = framing
+        else:  # HTTP/1.0: no framing, the body ends with the connection
+            self._sizes = [b""] * len(chunks)
+            self._tails = [chunk + STREAM_TAIL for chunk in chunks]
         fault = answer.fault
         injected = fault is not None and fault.injection is not None
         #: before which content chunk the fault's injection goes (-1: none)
@@ -134,18 +141,22 @@ class StreamedCompletion:
     def _content(self) -> None:
         """The content chunks that are due, with the fault's injection in its place; then the
         next chunk's wake, or the end."""
-        chunks, at, i, itl = self._chunks, self._at, self._i, self._itl
-        n = len(chunks)
-        # the hot loop of the sim: one write per chunk
-        write, head = self._conn.chunk, self._content_head
+        conn = self._conn
+        transport = conn.transport
+        if conn.closed or transport is None:
+            return
+        sizes, tails, at, i, itl = self._sizes, self._tails, self._at, self._i, self._itl
+        n = len(tails)
+        # the hot loop of the sim: one write per chunk, of bytes framed but for the head
+        write, head = transport.write, self._content_head
         while i < n:
-            if i == at and self._inject(chunks[i]):
+            if i == at and self._inject(self._chunks[i]):
                 return  # the injection ended the stream
-            write(head + chunks[i] + STREAM_TAIL)
+            write(sizes[i] + head + tails[i])
             i += 1
             if itl and i < n:
                 self._i = i
-                self._pacer.at(self._first + i * itl, self)
+                self._pacer.next_in_lane(self._first + i * itl, self)
                 return
         self._i = i
         if at == n and self._inject(None):

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from .data import Outcome, Reply
+from .data import STREAM_TAIL, Outcome, Reply
 from .faults import Fault, FaultKind, HttpError
 from .profile import SimProfile
 
@@ -210,8 +210,6 @@ ROLE_CHOICES = (
 )
 #: After an event's head: a content chunk, up to its JSON string.
 CONTENT_CHOICES = b'"choices":[{"index":0,"delta":{"content":'
-#: After a content chunk's JSON string.
-STREAM_TAIL = b'},"finish_reason":null}]}\n\n'
 DONE_EVENT = b"data: [DONE]\n\n"
 
 
