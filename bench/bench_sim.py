@@ -184,16 +184,18 @@ class _Gen:
         await self.all_done
 
 
-def _cpu_of(pids: list[int]) -> float:
-    total = 0
+def _cpu_of(pids: list[int]) -> tuple[float, float]:
+    """(user, system) seconds of ``pids``."""
+    user = system = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat", "rb") as f:
                 fields = f.read().rsplit(b")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / _CLK
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / _CLK, system / _CLK
 
 
 def _family(pid: int) -> list[int]:
@@ -248,11 +250,17 @@ async def _load(args: argparse.Namespace) -> dict[str, Any]:
             sock.setsockopt(__import__("socket").SOL_SOCKET, __import__("socket").SO_LINGER,
                             b"\x01\x00\x00\x00\x00\x00\x00\x00")  # fmt: skip
             client.transport.abort()
-    return _stats(args, gen, cpu1 - cpu0, own1 - own0, t1 - t0, len(family))
+    cpu = (cpu1[0] - cpu0[0], cpu1[1] - cpu0[1])
+    return _stats(args, gen, cpu, own1 - own0, t1 - t0, len(family))
 
 
 def _stats(
-    args: argparse.Namespace, gen: _Gen, cpu: float, own: float, wall: float, procs: int
+    args: argparse.Namespace,
+    gen: _Gen,
+    cpu: tuple[float, float],
+    own: float,
+    wall: float,
+    procs: int,
 ) -> dict[str, Any]:
     ttft, itl = args.ttft_ms / 1000, args.itl_ms / 1000
     burst, steady, late, accept = [], [], [], []
@@ -282,7 +290,8 @@ def _stats(
         "queue_steady": dist(steady),
         "accept_burst": dist(accept),
         "late": dist(late),
-        "sim_cpu_s": cpu,
+        "sim_cpu_s": cpu[0] + cpu[1],
+        "sim_sys_s": cpu[1],
         "gen_cpu_s": own,
         "wall_s": wall,
         "sim_procs": procs,
@@ -413,6 +422,131 @@ def _ratios(results: dict[tuple[str, int, str], list[Any]], variants: list[str],
     return "\n".join(lines)
 
 
+# ---- same answers ----------------------------------------------------------------------------
+
+_SAME_FAULTS = "+".join(
+    f"{kind}:0.05"
+    for kind in ("http_429", "http_500", "http_502", "http_503", "refuse", "reset", "cut_json",
+                 "malformed_json", "huge_line", "invalid_utf8", "empty", "no_code")
+)  # fmt: skip
+_NORMALISE = [
+    (re.compile(rb'"id":"chatcmpl-[^"]*"'), b'"id":"ID"'),
+    (re.compile(rb'"created":\d+'), b'"created":0'),
+    (re.compile(rb',"fastagent_timing":\{[^}]*\}'), b""),
+]
+
+
+def _dechunk(body: bytes) -> bytes:
+    out, rest = bytearray(), body
+    while rest:
+        size_line, sep, rest = rest.partition(b"\r\n")
+        if not sep:
+            break
+        size = int(size_line, 16)
+        out += rest[:size]
+        rest = rest[size + 2 :]
+    return bytes(out)
+
+
+async def _exchange(host: str, port: int, request: bytes) -> bytes:
+    """One request on a fresh connection: status line, the headers that are part of the
+    answer, and the body (chunked coding undone; ids, times and timing blanked)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    got = bytearray()
+    try:
+        writer.write(request)
+        async with asyncio.timeout(10):
+            while piece := await reader.read(1 << 20):
+                got += piece
+                head, sep, body = bytes(got).partition(b"\r\n\r\n")
+                if sep and (body.endswith(b"0\r\n\r\n") or _whole(head, body)):
+                    break
+    except (ConnectionError, TimeoutError) as exc:
+        got += f"<{type(exc).__name__}>".encode()
+    finally:
+        writer.close()
+    head, _, body = bytes(got).partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    names = (b"content-type", b"retry-after", b"connection")
+    kept = [lines[0], *sorted(line for line in lines[1:] if line.split(b":")[0].lower() in names)]
+    if b"transfer-encoding: chunked" in head.lower():
+        body = _dechunk(body)
+    for pattern, blank in _NORMALISE:
+        body = pattern.sub(blank, body)
+    if body.endswith(b"<ConnectionResetError>"):  # how much came before the RST is a race
+        body = b"(some of the body)<ConnectionResetError>"
+    return b"\r\n".join(kept) + b"\r\n\r\n" + body
+
+
+def _whole(head: bytes, body: bytes) -> bool:
+    match = re.search(rb"(?i)content-length: (\d+)", head)
+    return match is not None and len(body) >= int(match.group(1))
+
+
+async def _answers(url: str) -> list[bytes]:
+    import msgspec
+
+    from fastagent.dataset import load_tasks
+    from fastagent.prompts import SYSTEM_PROMPT, build_prompt
+
+    host, port = url.removeprefix("http://").split("/")[0].rsplit(":", 1)
+    out = []
+    for path in (b"/v1/models", b"/v1/sim/plan"):
+        out.append(await _exchange(host, int(port), b"GET %s HTTP/1.1\r\nHost: s\r\n\r\n" % path))
+    for i, task in enumerate(load_tasks(DATASET)):
+        for attempt in (0, 1):
+            messages = [
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": build_prompt(task)},
+            ]
+            if attempt:
+                messages += [
+                    {"role": "assistant", "content": "```python\npass\n```"},
+                    {"role": "user", "content": "The tests failed."},
+                ]
+            body: dict[str, Any] = {"messages": messages, "stream": (i + attempt) % 2 == 0}
+            if i % 7 == 3:
+                body["max_tokens"] = 7
+            raw = msgspec.json.encode(body)
+            request = b"POST /v1/chat/completions HTTP/1.1\r\nHost: s\r\n"
+            request += b"Content-Length: %d\r\n\r\n%s" % (len(raw), raw)
+            out.append(await _exchange(host, int(port), request))
+    stats = b"GET /v1/sim/stats HTTP/1.1\r\nHost: s\r\n\r\n"
+    out.append(await _exchange(host, int(port), stats))
+    return out
+
+
+def _same_answers(variants: list[tuple[str, Path, list[str]]]) -> None:
+    """Every variant's answers to one sequence of requests (seeded faults included), compared."""
+    profile = f"seed=7,ttft_ms=0,itl_ms=0,faults={_SAME_FAULTS}"
+    got = {}
+    for label, tree, extra in variants:
+        proc, url = _start_sim(tree, profile, extra)
+        try:
+            got[label] = asyncio.run(_answers(url))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(10)
+    (base, answers), *others = got.items()
+    for label, theirs in others:
+        pairs = list(zip(answers, theirs, strict=True))
+        same = sum(a == b for a, b in pairs)
+        # a body cut at its half (reset, cut_json) is cut elsewhere when the timing it holds
+        # is longer: the same bytes up to the shorter cut
+        cut = [
+            n for n, (a, b) in enumerate(pairs) if a != b and (a.startswith(b) or b.startswith(a))
+        ]
+        print(f"same answers, {label} vs {base}: {same} of {len(pairs)} responses identical, "
+              f"{len(cut)} the same up to where the body is cut (responses {cut})")  # fmt: skip
+        for n, (a, b) in enumerate(pairs):
+            if a != b and n not in cut:
+                at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), 0)
+                print(f"  response {n} differs from byte {at}:")
+                print(
+                    f"    {a[max(0, at - 80) : at + 120]!r}\n    {b[max(0, at - 80) : at + 120]!r}"
+                )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -437,6 +571,11 @@ def main() -> None:
     parser.add_argument("--workloads", default="full,short")
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument(
+        "--same-answers",
+        action="store_true",
+        help="compare the variants' answers to one seeded sequence of requests, then stop",
+    )
     args = parser.parse_args()
     if args.loadgen:
         args.__dict__.update(_profile_ms(args.profile))
@@ -454,6 +593,9 @@ def main() -> None:
         for spec in args.also:
             label, _, flags = spec.partition("=")
             variants.append((label, ROOT, flags.split()))
+        if args.same_answers:
+            _same_answers(variants)
+            return
         results: dict[tuple[str, int, str], list[Any]] = {}
         for workload in args.workloads.split(","):
             for n in args.levels:
@@ -464,7 +606,8 @@ def main() -> None:
                         print(f"{workload:>5} {n:>6} #{rep + 1} {label}: "
                               f"queue burst p99 {got['queue_burst']['p99']:.1f} ms, "
                               f"late p99 {got['late']['p99']:.1f} ms, "
-                              f"sim CPU {got['sim_cpu_s']:.2f} s / {got['requests']} req, "
+                              f"sim CPU {got['sim_cpu_s']:.2f} s (sys {got['sim_sys_s']:.2f}) / "
+                            f"{got['requests']} req, {got['events']} events, "
                               f"gen CPU {got['gen_cpu_s']:.2f} s, wall {got['wall_s']:.1f} s, "
                               f"errors {got['errors']}", file=sys.stderr, flush=True)  # fmt: skip
         names = [label for label, _, _ in variants]

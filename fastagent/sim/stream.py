@@ -3,10 +3,11 @@
 A stream is a small object the :class:`~.pacer.Pacer` wakes at each step, never a coroutine.
 Its head goes out when it starts; ``ttft`` after that, the role chunk and the first content
 chunk; then content chunk ``i`` is due ``i * itl`` after the first, so timer slack never
-accumulates (a late chunk goes out at once). Each event is its own write, but the last: the
-finish chunk, the usage chunk (``choices: []``, with ``usage`` and ``fastagent_timing``, its
-``last_byte`` taken just before), ``data: [DONE]`` and the end of the chunked body are one
-write.
+accumulates: a late chunk goes out at once, and so do the chunks behind it that are due (a
+stream behind its schedule catches up in consecutive writes, as the coroutine writer did).
+Each event is its own write, but the last: the finish chunk, the usage chunk
+(``choices: []``, with ``usage`` and ``fastagent_timing``, its ``last_byte`` taken just
+before), ``data: [DONE]`` and the end of the chunked body are one write.
 """
 
 from __future__ import annotations
@@ -147,7 +148,9 @@ class StreamedCompletion:
             return
         sizes, tails, at, i, itl = self._sizes, self._tails, self._at, self._i, self._itl
         n = len(tails)
-        # the hot loop of the sim: one write per chunk, of bytes framed but for the head
+        now = time.monotonic()
+        # the hot loop of the sim: one write per chunk, of bytes framed but for the head; a
+        # chunk already due (a stream behind its schedule) goes out at once
         write, head = transport.write, self._content_head
         while i < n:
             if i == at and self._inject(self._chunks[i]):
@@ -155,9 +158,11 @@ class StreamedCompletion:
             write(sizes[i] + head + tails[i])
             i += 1
             if itl and i < n:
-                self._i = i
-                self._pacer.next_in_lane(self._first + i * itl, self)
-                return
+                due = self._first + i * itl
+                if due > now:
+                    self._i = i
+                    self._pacer.next_in_lane(due, self)
+                    return
         self._i = i
         if at == n and self._inject(None):
             return
