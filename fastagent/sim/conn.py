@@ -285,12 +285,25 @@ class Conn(asyncio.Protocol):
     ) -> None:
         """A response's head, with its Content-Length, else chunked (HTTP/1.0: until the
         end of the connection); ``first``, the first piece of its body, in the same write."""
+        self.write(self.head(status, ctype, headers, length=length, close=close, first=first))
+
+    def head(
+        self,
+        status: int,
+        ctype: bytes,
+        headers: bytes = b"",
+        *,
+        length: int | None = None,
+        close: bool = False,
+        first: bytes = b"",
+    ) -> bytes:
+        """What :meth:`begin` writes, for the caller to write (the response begun)."""
         self.chunked = length is None and self.http11
         self.close_after = close or not self.keep_alive or (length is None and not self.http11)
         head = self._head(status, ctype, headers, length)
         if first:
             head += b"%x\r\n%s\r\n" % (len(first), first) if self.chunked else first
-        self.write(head)
+        return head
 
     def write(self, data: bytes) -> None:
         """Bytes as they are (a body with a Content-Length, or no framing at all)."""

@@ -26,7 +26,7 @@ import math
 import time
 from typing import Protocol
 
-__all__ = ["Pacer", "Timed"]
+__all__ = ["Flushed", "Pacer", "Timed"]
 
 
 class Timed(Protocol):
@@ -37,10 +37,16 @@ class Timed(Protocol):
         ...
 
 
+class Flushed(Protocol):
+    """What :meth:`Pacer.soon` runs."""
+
+    def flush(self) -> None: ...
+
+
 class Pacer:
     """Wakes each task at (never before) its due, on one timer of the running loop."""
 
-    __slots__ = ("_armed", "_due", "_firing", "_heap", "_lane", "_loop", "_seq")
+    __slots__ = ("_armed", "_due", "_firing", "_heap", "_lane", "_loop", "_seq", "_soon")
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, Timed]] = []
@@ -50,6 +56,7 @@ class Pacer:
         self._armed: asyncio.TimerHandle | asyncio.Handle | None = None
         self._due = math.inf
         self._firing = False
+        self._soon: list[Flushed] = []
 
     def __len__(self) -> int:
         return len(self._heap) + len(self._lane)
@@ -70,6 +77,21 @@ class Pacer:
         lane.append((due, task))
         if due < self._due and not self._firing:
             self._arm(due)
+
+    def soon(self, task: Flushed) -> None:
+        """``task.flush()`` once the loop has done what it is doing now (one ``call_soon`` for
+        every task given it meanwhile)."""
+        if not self._soon:
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            loop.call_soon(self._flush)
+        self._soon.append(task)
+
+    def _flush(self) -> None:
+        soon, self._soon = self._soon, []
+        for task in soon:
+            task.flush()
 
     def _arm(self, due: float) -> None:
         if self._armed is not None:

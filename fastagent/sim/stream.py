@@ -56,7 +56,7 @@ class StreamedCompletion:
     """Writes one answer as a stream of ``chat.completion.chunk`` events."""
 
     __slots__ = ("_answer", "_at", "_chunks", "_conn", "_content_head", "_done", "_first",
-                 "_head", "_i", "_itl", "_pacer", "_phase", "_sizes", "_tails",
+                 "_head", "_i", "_itl", "_pacer", "_pending", "_phase", "_sizes", "_tails",
                  "_ttft")  # fmt: skip
 
     def __init__(
@@ -89,17 +89,27 @@ class StreamedCompletion:
         self._i = 0
         self._first = 0.0
         self._phase = _OPEN
+        #: the head, until written
+        self._pending = b""
 
     def start(self) -> None:
         """Write the head; the first events follow ``ttft`` after the answer's start."""
         conn, fault = self._conn, self._answer.fault
         conn.exchange = self
-        conn.begin(200, _SSE, _SSE_HEADERS, close=fault is not None and fault.close)
+        self._pending = conn.head(200, _SSE, _SSE_HEADERS, close=fault is not None and fault.close)
         due = self._answer.started + self._ttft
         if due > time.monotonic():
+            # the head once the loop is through the requests that came in with this one
+            self._pacer.soon(self)
             self._pacer.at(due, self)
         else:
             self.wake(due)
+
+    def flush(self) -> None:
+        """Write the head, unless written."""
+        if self._pending:
+            self._conn.write(self._pending)
+            self._pending = b""
 
     def gone(self) -> None:
         """The client left: the stream is over."""
@@ -128,6 +138,7 @@ class StreamedCompletion:
 
     def _open(self) -> None:
         """The role chunk and the first content chunk (a stall: then nothing)."""
+        self.flush()
         conn, fault = self._conn, self._answer.fault
         conn.chunk(self._head + ROLE_CHOICES)
         if fault is not None and fault.stream_end is StreamEnd.STALL:
