@@ -161,7 +161,10 @@ class Reply:
         return self.text if n_tokens == len(self.tokens) else "".join(self.tokens[:n_tokens])
 
     def chunks_of(self, n_tokens: int) -> list[bytes]:
-        """The encoded content chunks of the first ``n_tokens`` tokens (a new list)."""
+        """The encoded content chunks of the first ``n_tokens`` tokens (the reply's own list
+        when it is whole: not to be changed)."""
+        if n_tokens == len(self.tokens):
+            return self.chunks
         n_full, rest = divmod(n_tokens, self.step)
         chunks = self.chunks[:n_full]
         if rest:
