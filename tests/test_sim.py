@@ -1388,3 +1388,36 @@ def test_workers_share_request_numbers_and_stats(data: Fixture) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_body_over_the_limit_is_413(data: Fixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastagent.sim import conn
+
+    monkeypatch.setattr(conn, "MAX_BODY", 100)
+
+    async def body(base: str, session: aiohttp.ClientSession) -> bytes:
+        return await raw_http(base, chat_request(data.specs["T/0"]), lambda got: False)
+
+    got = with_sim(data, PROFILE, body)
+    assert got.startswith(b"HTTP/1.1 413 Request Entity Too Large\r\n")
+    assert b"Connection: close\r\n" in got
+
+
+def test_http_1_0_stream_is_unframed_and_ends_with_the_connection(data: Fixture) -> None:
+    request = chat_request(data.specs["T/0"]).replace(b" HTTP/1.1\r\n", b" HTTP/1.0\r\n", 1)
+
+    async def body(base: str, session: aiohttp.ClientSession) -> bytes:
+        return await raw_http(base, request, lambda got: False)  # until the sim closes
+
+    profile = SimProfile(p_first=1.0, p_recover=0.0, ttft_ms=0, itl_ms=0)
+    head, _, stream = with_sim(data, profile, body).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close" in head
+    assert b"Transfer-Encoding" not in head and b"Content-Length" not in head
+    events = events_of(stream)
+    assert events[-1] == b"data: [DONE]"
+    text = "".join(
+        json.loads(e[6:])["choices"][0]["delta"].get("content") or ""
+        for e in events[:-1]
+        if json.loads(e[6:])["choices"]
+    )
+    assert code_of(text) == data.solutions_by_id["T/0"]

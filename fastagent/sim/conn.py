@@ -190,8 +190,11 @@ class Conn(asyncio.Protocol):
             if not isinstance(exc.__context__, _TooLarge):
                 raise
             self._refuse(413, b"413: Request Entity Too Large")
-        except HttpParserUpgrade:
-            self.keep_alive = False  # what follows the request is not HTTP: no next request
+        except HttpParserUpgrade:  # what follows the request is not HTTP: no next request
+            if self.busy:
+                self.keep_alive = False
+            else:
+                self.close()
         except HttpParserError:
             self._refuse(400, b"400: Bad Request")
 

@@ -93,13 +93,14 @@ class StreamedCompletion:
         self._pending = b""
 
     def start(self) -> None:
-        """Write the head; the first events follow ``ttft`` after the answer's start."""
+        """Begin the response: its head goes out once the loop is through the requests that
+        came in with this one (or with the role chunk, if that is due first); the first events
+        follow ``ttft`` after the answer's start."""
         conn, fault = self._conn, self._answer.fault
         conn.exchange = self
         self._pending = conn.head(200, _SSE, _SSE_HEADERS, close=fault is not None and fault.close)
         due = self._answer.started + self._ttft
         if due > time.monotonic():
-            # the head once the loop is through the requests that came in with this one
             self._pacer.soon(self)
             self._pacer.at(due, self)
         else:
