@@ -137,10 +137,12 @@ class Pacer:
         )
 
     def close(self) -> None:
-        """Forget every entry and the timer."""
+        """Forget every entry, the timer and the loop (the next use takes the running one)."""
         if self._armed is not None:
             self._armed.cancel()
             self._armed = None
         self._heap.clear()
         self._lane.clear()
+        self._soon.clear()
         self._due = math.inf
+        self._loop = None
