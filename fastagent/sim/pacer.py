@@ -100,8 +100,9 @@ class Pacer:
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         self._due = due
-        # whole milliseconds, rounded up: uvloop rounds a delay to the millisecond
-        delay = math.ceil((due - time.monotonic()) * 1000.0) / 1000.0
+        # whole milliseconds, rounded up, from the loop's own clock: uvloop's is libuv's, in
+        # milliseconds behind time.monotonic(), and it rounds a delay to the millisecond
+        delay = math.ceil((due - loop.time()) * 1000.0) / 1000.0
         self._armed = (
             loop.call_later(delay, self._fire) if delay > 0 else loop.call_soon(self._fire)
         )
