@@ -100,6 +100,7 @@ class SimServer:
             return Conn(router, conns)
 
         if sock is not None:
+            host = host or sock.getsockname()[0]
             server = await loop.create_server(factory, sock=sock, backlog=_LISTEN_BACKLOG)
         else:
             server = await loop.create_server(
@@ -256,11 +257,15 @@ def _listeners(host: str, port: int, n: int) -> list[socket.socket]:
     return socks
 
 
-async def _serve(app: SimApp, sock: socket.socket, ready: str, stop_fd: int | None) -> None:
-    """Serve on ``sock`` until SIGINT/SIGTERM (or, in a worker, until ``stop_fd``, the
-    parent's end of a pipe, closes); print ``ready`` once listening."""
+async def _serve(
+    app: SimApp, host: str, port: int, sock: socket.socket | None, stop_fd: int | None
+) -> None:
+    """Serve on ``host:port`` (every address it names, as aiohttp did) or on ``sock`` (a
+    worker's) until SIGINT/SIGTERM, or, in a worker, until ``stop_fd`` (the read end of a pipe
+    whose write end the first process holds) closes. Without ``stop_fd``, print the ready line
+    once listening."""
     server = SimServer(app)
-    await server.start(sock=sock)
+    url = await server.start(host, port, sock=sock)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -268,8 +273,8 @@ async def _serve(app: SimApp, sock: socket.socket, ready: str, stop_fd: int | No
     if stop_fd is not None:
         loop.add_reader(stop_fd, stop.set)
     try:
-        if ready:
-            sys.stdout.write(ready)
+        if stop_fd is None:
+            sys.stdout.write(ready_line(url))
             sys.stdout.flush()
         await stop.wait()
     finally:
@@ -280,6 +285,8 @@ def _fork_workers(app: SimApp, socks: list[socket.socket]) -> list[int]:
     """A worker process for each of ``socks`` but the first (which stays this process's);
     returns their pids. A worker serves its socket until told to stop or this process is
     gone, then exits."""
+    if len(socks) < 2:
+        return []
     stop_r, stop_w = os.pipe()  # this process holds stop_w open until it exits
     pids = []
     for i, sock in enumerate(socks[1:], 1):
@@ -291,7 +298,7 @@ def _fork_workers(app: SimApp, socks: list[socket.socket]) -> list[int]:
                 for other in socks[:i] + socks[i + 1 :]:
                     other.close()
                 app.reseed_ids()
-                uvloop.run(_serve(app, sock, "", stop_r))
+                uvloop.run(_serve(app, "", 0, sock, stop_r))
                 code = 0
             except KeyboardInterrupt:
                 code = 0
@@ -331,14 +338,18 @@ def main(args: argparse.Namespace) -> int:
     except (SimDataError, ValueError) as exc:
         return _error(str(exc))
     _raise_nofile_limit()
-    try:
-        socks = _listeners(args.host, args.port, workers)
-    except OSError as exc:
-        return _error(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
-    ready = ready_line(_base_url(args.host, socks[0].getsockname()[1]))
+    cannot = f"cannot listen on {args.host}:{args.port}"
+    socks: list[socket.socket] = []
+    if workers > 1:  # the sockets made before the workers are forked
+        try:
+            socks = _listeners(args.host, args.port, workers)
+        except OSError as exc:
+            return _error(f"{cannot}: {exc.strerror or exc}")
     pids = _fork_workers(app, socks)
     try:
-        uvloop.run(_serve(app, socks[0], ready, None))
+        uvloop.run(_serve(app, args.host, args.port, socks[0] if socks else None, None))
+    except OSError as exc:
+        return _error(f"{cannot}: {exc.strerror or exc}")
     except KeyboardInterrupt:
         pass
     finally:
