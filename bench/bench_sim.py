@@ -44,7 +44,9 @@ import os
 import re
 import resource
 import signal
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -246,9 +248,9 @@ async def _load(args: argparse.Namespace) -> dict[str, Any]:
     cpu1, own1, t1 = _cpu_of(family), time.process_time(), time.monotonic()
     for client in gen.clients:
         if client.transport is not None:
+            # a reset, not a FIN: no TIME_WAIT, so runs of 10,000 do not run out of ports
             sock = client.transport.get_extra_info("socket")
-            sock.setsockopt(__import__("socket").SOL_SOCKET, __import__("socket").SO_LINGER,
-                            b"\x01\x00\x00\x00\x00\x00\x00\x00")  # fmt: skip
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             client.transport.abort()
     cpu = (cpu1[0] - cpu0[0], cpu1[1] - cpu0[1])
     return _stats(args, gen, cpu, own1 - own0, t1 - t0, len(family))
@@ -376,20 +378,23 @@ def _table(results: dict[tuple[str, int, str], list[Any]], variants: list[str], 
         for variant in variants:
             full = results.get((variant, n, "full"), [])
             short = results.get((variant, n, "short"), [])
-            if not full:
+            runs = full or short  # the queue and lateness of the full replies, if run
+            if not runs:
                 continue
-            per_req = [r["sim_cpu_s"] / r["requests"] for r in full]
-            short_req = [r["sim_cpu_s"] / r["requests"] for r in short]
-            ev = statistics.median(r["events"] / r["requests"] for r in full)
-            ev_short = statistics.median(r["events"] / r["requests"] for r in short) if short else 0
-            req_us = statistics.median(short_req) * 1e6 if short else float("nan")
-            ev_us = statistics.median(per_req) - (statistics.median(short_req) if short else 0)
-            ev_us = ev_us / max(1.0, ev - ev_short) * 1e6
-            qb = [_median(full, "queue_burst", k) for k in ("p50", "p99", "max")]
-            qs = [_median(full, "queue_steady", k) for k in ("p50", "p99")]
-            late = [_median(full, "late", k) for k in ("p50", "p99")]
-            cpu_pct = statistics.median(100 * r["sim_cpu_s"] / r["wall_s"] for r in full)
-            gen_pct = statistics.median(100 * r["gen_cpu_s"] / r["wall_s"] for r in full)
+            nan = float("nan")
+            req_us = ev_us = nan
+            if short:
+                req_us = statistics.median(r["sim_cpu_s"] / r["requests"] for r in short) * 1e6
+            if full and short:
+                extra = statistics.median(r["sim_cpu_s"] / r["requests"] for r in full) * 1e6
+                ev = statistics.median(r["events"] / r["requests"] for r in full)
+                ev_short = statistics.median(r["events"] / r["requests"] for r in short)
+                ev_us = (extra - req_us) / max(1.0, ev - ev_short)
+            qb = [_median(runs, "queue_burst", k) for k in ("p50", "p99", "max")]
+            qs = [_median(runs, "queue_steady", k) for k in ("p50", "p99")]
+            late = [_median(runs, "late", k) for k in ("p50", "p99")]
+            cpu_pct = statistics.median(100 * r["sim_cpu_s"] / r["wall_s"] for r in runs)
+            gen_pct = statistics.median(100 * r["gen_cpu_s"] / r["wall_s"] for r in runs)
             errors = sum(r["errors"] for r in full + short)
             rows.append([
                 str(n), variant, "/".join(f"{v:.1f}" for v in qb),
