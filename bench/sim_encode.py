@@ -55,7 +55,8 @@ class Usage(msgspec.Struct, gc=False):
 
 
 class Timing(msgspec.Struct, gc=False):
-    received: float
+    accepted: float
+    started: float
     first_byte: float
     last_byte: float
 
@@ -128,7 +129,8 @@ class UsageDC:
 
 @dataclasses.dataclass(slots=True)
 class TimingDC:
-    received: float
+    accepted: float
+    started: float
     first_byte: float
     last_byte: float
 
@@ -186,7 +188,7 @@ def _reply_text() -> str:
 def cases() -> list[tuple[str, dict[str, Callable[[], bytes]]]]:
     """(payload, {way: build-and-encode}) for each payload the sim encodes."""
     t = time.monotonic()
-    received, first, last = t, t + 0.0512345, t + 0.3251234
+    accepted, started, first, last = t, t + 0.0001234, t + 0.0512345, t + 0.3251234
     text = _reply_text()
     n_tokens = len(text) // 4
     usage = (1234 // 4, n_tokens, 1234 // 4 + n_tokens)
@@ -199,7 +201,12 @@ def cases() -> list[tuple[str, dict[str, Callable[[], bytes]]]]:
                 "completion_tokens": usage[1],
                 "total_tokens": usage[2],
             },
-            "fastagent_timing": {"received": received, "first_byte": first, "last_byte": last},
+            "fastagent_timing": {
+                "accepted": accepted,
+                "started": started,
+                "first_byte": first,
+                "last_byte": last,
+            },
         }
 
     def body_dict() -> dict[str, Any]:
@@ -220,7 +227,12 @@ def cases() -> list[tuple[str, dict[str, Callable[[], bytes]]]]:
                 "completion_tokens": usage[1],
                 "total_tokens": usage[2],
             },
-            "fastagent_timing": {"received": received, "first_byte": last, "last_byte": last},
+            "fastagent_timing": {
+                "accepted": accepted,
+                "started": started,
+                "first_byte": last,
+                "last_byte": last,
+            },
         }
 
     message = "'max_tokens' must be at least 1, got 0"
@@ -247,8 +259,8 @@ def cases() -> list[tuple[str, dict[str, Callable[[], bytes]]]]:
         (
             "stream usage/timing tail (per streamed request)",
             tail_dict,
-            lambda: Tail(Usage(*usage), Timing(received, first, last)),
-            lambda: TailDC(UsageDC(*usage), TimingDC(received, first, last)),
+            lambda: Tail(Usage(*usage), Timing(accepted, started, first, last)),
+            lambda: TailDC(UsageDC(*usage), TimingDC(accepted, started, first, last)),
         ),
         (
             f"non-streamed body, {len(text)}-char reply (per request)",
@@ -260,7 +272,7 @@ def cases() -> list[tuple[str, dict[str, Callable[[], bytes]]]]:
                 model,
                 [Choice(0, Message("assistant", text), "stop")],
                 Usage(*usage),
-                Timing(received, last, last),
+                Timing(accepted, started, last, last),
             ),
             lambda: BodyDC(
                 cid,
@@ -269,7 +281,7 @@ def cases() -> list[tuple[str, dict[str, Callable[[], bytes]]]]:
                 model,
                 [ChoiceDC(0, MessageDC("assistant", text), "stop")],
                 UsageDC(*usage),
-                TimingDC(received, last, last),
+                TimingDC(accepted, started, last, last),
             ),
         ),
         (

@@ -229,7 +229,10 @@ class LLMClient:
                     error.args = (f"{error.args[0]} (after {retries} retries)",)
                 error.retries = retries
                 raise error
-            delay = self._backoff(retries, error.retry_after)
+            # a kept-alive connection the server had closed: nothing was answered, send again
+            # at once (on a new connection); any other error backs off
+            stale = error.cause == "stale_connection"
+            delay = 0.0 if stale else self._backoff(retries, error.retry_after)
             if time.monotonic() + delay > deadline:
                 spent = LLMError(
                     f"{error.args[0]} (retry budget of {config.retry_budget:g}s spent)",
@@ -240,7 +243,8 @@ class LLMClient:
             retries += 1
             telemetry.count(telemetry.retry_causes, error.cause)
             telemetry.event("retry", task=task, cause=error.cause, delay=round(delay, 3))
-            await asyncio.sleep(delay)
+            if delay:
+                await asyncio.sleep(delay)
 
     def _backoff(self, retries: int, retry_after: float | None) -> float:
         config = self.config
@@ -268,12 +272,8 @@ class LLMClient:
         # The body is encoded for each send, once a connection is ready, and not kept: the
         # messages share the task's text with every other agent on it, an encoded body
         # would be each agent's own.
-        path = self.path + _COMPLETIONS
         body = functools.partial(self._body, messages)
-        try:
-            return await self.transport.request("POST", path, body)
-        except StaleConnection:
-            return await self.transport.request("POST", path, body)
+        return await self.transport.request("POST", self.path + _COMPLETIONS, body)
 
     async def _attempt(self, messages: list[Message], task: str) -> Completion:
         telemetry = self.telemetry
@@ -313,6 +313,10 @@ class LLMClient:
             raise LLMError(f"malformed stream: {exc}", "malformed_stream", True) from exc
         except UnicodeDecodeError as exc:
             raise LLMError(f"invalid UTF-8 in stream: {exc}", "malformed_stream", True) from exc
+        except StaleConnection as exc:
+            # the server may have read the request before it closed: counted as a retry (a
+            # request sent again), without the backoff (complete())
+            raise LLMError(f"{_describe(exc)}", "stale_connection", True) from exc
         except FirstByteTimeout as exc:
             # the server has not begun the request: sending it again would only put it at
             # the back of the same queue

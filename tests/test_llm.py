@@ -265,10 +265,14 @@ def test_kept_alive_connection_closed_by_the_server_is_sent_again(http_client: s
     async def body(client: LLMClient) -> list[object]:
         return [await ask(client), await ask(client)]
 
-    first, second = run(handler, body)  # type: ignore[misc]
+    async def body_with_causes(client: LLMClient) -> list[object]:
+        return [*(await body(client)), dict(client.telemetry.retry_causes)]
+
+    first, second, causes = run(handler, body_with_causes)  # type: ignore[misc]
     assert first.text == second.text == "ok" and len(calls) == 3
-    # the lean client sends again at once (nothing was answered); aiohttp counts a retry
-    assert second.retries == (0 if http_client == "wire" else 1)
+    # sent again and counted as a retry by both clients: the server may have read it
+    assert second.retries == 1
+    assert causes == ({"stale_connection": 1} if http_client == "wire" else {"connection": 1})
 
 
 def test_truncated_stream_is_retried_whole() -> None:

@@ -55,10 +55,21 @@ CPP_METRICS = {
     "peak_rss_mib": 93.0,
 }
 #: what schema 2 reports and the (older) schema-1 fixtures do not
+#: an LLM call's parts and its first-byte wait: schema 2 has them, schema 1 had not
+CALL_PARTS = ("first_byte_wait_ms", "pre_send_ms", "endpoint_queue_ms", "server_ms",
+              "first_byte_lag_ms", "last_byte_lag_ms", "runtime_overhead_ms")  # fmt: skip
 ONLY_IN_V2 = {
     "repeat", "stream", "verify", "http_client", "sandbox", "sim_started_by_bench",
     "open_fds_at_end", "live_children_at_end",
+    *(f"latency.{part}.{stat}" for part in CALL_PARTS
+      for stat in ("count", "mean", "p50", "p95", "p99", "max")),
 }  # fmt: skip
+#: schema 1's E2E − server time and queue wait: meant otherwise, not in schema 2
+ONLY_IN_V1 = {
+    f"latency.{name}.{stat}"
+    for name in ("llm_overhead_ms", "llm_queue_wait_ms")
+    for stat in ("count", "mean", "p50", "p95", "p99", "max")
+}
 
 
 def run_report(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -115,7 +126,7 @@ def test_every_schema_2_field_has_a_metric() -> None:
 def test_same_metrics_from_schema_1_schema_2_and_cpp() -> None:
     v1, v2, cpp = reported(CYTHON), reported(V2), reported(CPP)
     assert v2 - v1 == ONLY_IN_V2
-    assert v1 - v2 == set()
+    assert v1 - v2 == ONLY_IN_V1
     assert reported(PURE) == v1
     assert cpp == set(CPP_METRICS)
     assert cpp <= v1  # every figure the C++ stack reports, this stack's summaries report too
@@ -137,7 +148,9 @@ def test_schema_2_is_read_at_its_nested_paths() -> None:
     assert view["tasks"] == raw["outcomes"]["tasks"] == 3
     assert view["llm_calls"] == raw["totals"]["llm_calls"]
     assert view["rss_timeline"] == raw["memory"]["rss_timeline"]
-    assert view["latency.llm_overhead_ms.p99"] == raw["latency"]["llm_overhead_ms"]["p99"]
+    part = raw["latency"]["runtime_overhead_ms"]["p99"]
+    assert view["latency.runtime_overhead_ms.p99"] == part is not None
+    assert view["latency.llm_overhead_ms.p99"] is None  # schema 1's, not read from schema 2
     assert view.sources["peak_rss_mib"] == "memory.peak_rss_mib"
 
 
@@ -241,11 +254,13 @@ def test_three_fixtures_side_by_side(capsys: pytest.CaptureFixture[str]) -> None
     for label in (
         "errors",
         "runtime CPU / task (ms)",
-        "runtime overhead p99 (ms)",
+        "E2E − server (schema 1) p99 (ms)",
         "TTFT p50 (ms)",
     ):
         assert rows[label][2] == MISSING, label
-    assert rows["runtime overhead p99 (ms)"][0] == f"{cy['latency']['llm_overhead_ms']['p99']:.2f}"
+    assert rows["E2E − server (schema 1) p99 (ms)"][0] == (
+        f"{cy['latency']['llm_overhead_ms']['p99']:.2f}"
+    )
     assert "runs differ in concurrency (3, 3, 100)" in out
     assert "keys not shown" not in out  # every key of the three files is known
 
@@ -416,7 +431,8 @@ def _imports_after(code: str) -> None:
 def test_bench_never_imports_analysis_or_matplotlib() -> None:
     assert ANALYSIS_MODULES == [
         "fastagent.analysis.children", "fastagent.analysis.plots", "fastagent.analysis.report",
-        "fastagent.analysis.summaries", "fastagent.analysis.sweep", "fastagent.analysis.tables",
+        "fastagent.analysis.samples", "fastagent.analysis.summaries", "fastagent.analysis.sweep",
+        "fastagent.analysis.tables",
     ]  # fmt: skip
     unwanted = ["matplotlib", "fastagent.analysis", *ANALYSIS_MODULES]
     check = f"bad = [m for m in {unwanted!r} if m in sys.modules]; assert not bad, bad"

@@ -129,10 +129,14 @@ def _row(path: Path) -> dict[str, object]:
 def test_level_rows_from_schema_1_and_schema_2_summaries() -> None:
     v1, v2 = _row(DATA / "python_cython_summary.json"), _row(DATA / "python_v2_summary.json")
     assert list(v1) == list(v2)
-    assert [k for k, v in v1.items() if v is None] == [k for k, v in v2.items() if v is None] == []
+    parts = [f"{p}_{q}_ms" for p, _ in sweep.CALL_PARTS for q in ("p50", "p99")]
+    assert [k for k, v in v2.items() if v is None] == []
+    # schema 1 had no per-call parts: they are the only figures missing from its rows
+    assert [k for k, v in v1.items() if v is None] == parts
     raw = json.loads((DATA / "python_v2_summary.json").read_text())
     assert v2["peak_rss_mib"] == raw["memory"]["peak_rss_mib"]
-    assert v2["llm_overhead_p99_ms"] == raw["latency"]["llm_overhead_ms"]["p99"]
+    assert v2["runtime_overhead_p99_ms"] == raw["latency"]["runtime_overhead_ms"]["p99"]
+    assert v2["endpoint_queue_p50_ms"] == raw["latency"]["endpoint_queue_ms"]["p50"]
     assert v2["loop_lag_p99_ms"] == raw["loop_lag_ms"]["p99"]
     assert v2["runtime_cpu_ms_per_task"] == raw["cpu"]["runtime_ms_per_task"]
     assert (v2["tasks_done"], v2["passed"], v2["concurrency"]) == (3, 3, 3)
@@ -143,7 +147,7 @@ def test_render_table() -> None:
     lines = sweep.render_table(rows).splitlines()
     assert lines[0].split("  ")[0].strip() == "agents"
     assert lines[2].split()[-1] == "3/3" and lines[2].split()[:2] == ["3", "3"]
-    assert lines[3].split() == ["10", "10", "—", "—", "—", "—", "—", "—"]
+    assert lines[3].split() == ["10", "10", *["—"] * (len(sweep.COLUMNS) - 2)]
     markdown = sweep.render_table(rows, markdown=True).splitlines()
     assert markdown[0] == "| " + " | ".join(h for _, h, _ in sweep.COLUMNS) + " |"
 
@@ -268,7 +272,8 @@ def test_small_sweep_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
         assert summary.endpoint.base_url == data["base_url"]  # one endpoint for every level
         assert summary.endpoint.model == "fastagent-sim"
         assert level["peak_rss_mib"] == summary.memory.peak_rss_mib > 0
-        assert level["llm_overhead_p99_ms"] == summary.latency.llm_overhead_ms.p99
+        assert level["runtime_overhead_p99_ms"] == summary.latency.runtime_overhead_ms.p99
+        assert level["endpoint_queue_p99_ms"] == summary.latency.endpoint_queue_ms.p99
         assert level["exit_code"] == 0
         assert not (out_dir / f"c{level['agents']}" / "work").exists()
     assert data["bench_dataset"] == str(default_dataset_path())  # 2 tasks: no repeat needed

@@ -102,9 +102,6 @@ class Timing(msgspec.Struct, gc=False):
     first_byte: float
     #: just before the response's last write
     last_byte: float
-    #: ``started`` again, under its old name: the runtime's client up to 626607e requires it
-    #: (``llm._Timing``); drop it once no client reads it
-    received: float
 
 
 class _Tail(msgspec.Struct, gc=False):
@@ -277,4 +274,4 @@ class Answer:
     fault: Fault | None
 
     def timing(self, first_byte: float, last_byte: float) -> Timing:
-        return Timing(self.accepted, self.started, first_byte, last_byte, self.started)
+        return Timing(self.accepted, self.started, first_byte, last_byte)
