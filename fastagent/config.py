@@ -155,6 +155,16 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             metavar="N",
         ),
     ] = 6
+    warm_pool: Annotated[
+        bool,
+        _flag(
+            "do not open the agents' connections before the run starts (by default one per "
+            "agent, each with a GET /models, so that a call's pre-send is its own work and no "
+            "other agent's connect; the connects count in the run's CPU and wall all the same)",
+            group=_ENDPOINT,
+            flag="--no-warm-pool",
+        ),
+    ] = True
     http_client: Annotated[
         HttpClient,
         _flag(

@@ -193,6 +193,19 @@ class LLMClient:
         except (TimeoutError, OSError) as exc:
             raise LLMError(f"cannot reach {url}: {_describe(exc)}", "connect") from exc
 
+    async def warm(self, connections: int) -> int:
+        """Open up to ``connections`` pooled connections now, each with a GET /models run at
+        once with the others, so that later requests find them ready; how many answered."""
+        path = self.path + "/models"
+
+        async def one() -> bool:
+            async with await self.transport.request("GET", path) as resp:
+                await resp.read(1 << 20)
+                return resp.status == 200
+
+        done = await asyncio.gather(*(one() for _ in range(connections)), return_exceptions=True)
+        return sum(result is True for result in done)
+
     async def list_models(self) -> list[str]:
         """The ids GET {base_url}/models reports; LLMError when the endpoint does not answer."""
         status, body = await self.fetch("/models", self.config.connect_timeout + 5)

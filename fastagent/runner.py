@@ -322,6 +322,8 @@ class Run:
         config = self.config = await _resolve_model(client, self.config)
         client.config = config
         self.sim_profile = await _sim_profile(client)
+        if config.warm_pool:
+            await client.warm(min(config.concurrency, len(self.plan.tasks)))
         self.log(
             f"fastagent {__version__}: {len(self.plan.tasks)} tasks, concurrency "
             f"{config.concurrency}, max procs {config.max_procs}, speedups {IMPLEMENTATION}, "

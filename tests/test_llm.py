@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 import pytest
@@ -453,3 +454,25 @@ def test_the_call_deadline_runs_from_the_first_byte() -> None:
     with pytest.raises(LLMError, match=r"within 0\.4s of its first byte") as info:
         run(handler, ask, call_timeout=0.4, read_timeout=20, llm_retries=0)
     assert info.value.cause == "call_timeout"
+
+
+def test_warm_opens_the_connections_the_agents_will_use(http_client: str) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await stream(request, [chunk("ok"), b"data: [DONE]\n\n"])
+
+    def idle(client: LLMClient) -> int:
+        transport: Any = client.transport  # each pool's own idle list
+        if http_client == "wire":
+            return len(transport._idle)
+        return sum(len(conns) for conns in transport.session.connector._conns.values())
+
+    async def body(client: LLMClient) -> list[object]:
+        warmed = await client.warm(3)
+        before = idle(client)
+        replies = await asyncio.gather(*(ask(client) for _ in range(3)))
+        return [warmed, before, idle(client), *replies]
+
+    warmed, before, after, *replies = run(handler, body)  # type: ignore[misc]
+    assert warmed == 3 and before == 3  # three connections open and idle before any call
+    assert after == 3  # the three calls took them and gave them back: none opened meanwhile
+    assert all(r.text == "ok" for r in replies)
