@@ -22,6 +22,7 @@ import argparse
 import importlib.util
 import itertools
 import json
+import os
 import sys
 import tempfile
 import time
@@ -77,6 +78,7 @@ def one_level(
         max_tokens=args.max_tokens, trace=trace, extra=[*rm.QUEUE_SAFE_TIMEOUTS, *args.extra],
     )  # fmt: skip
     t0 = time.monotonic()
+    load0 = os.getloadavg()[0]
     with rm.signals_as_interrupt():
         try:
             bench[bench.index("--base-url") + 1] = server.start()
@@ -110,17 +112,22 @@ def one_level(
         "output_tokens": summary["totals"]["output_tokens"],
         "peak_rss_mib": f["peak_rss_mib"],
         "elapsed_s": time.monotonic() - t0,
+        # other processes on the machine: the 1-minute load average at the start and the
+        # 5-minute one at the end (the machine has 2 cores; the bench itself adds ~2-3)
+        "load_start": round(load0, 1),
+        "load_5min_end": round(os.getloadavg()[1], 1),
         "problems": problems,
     }
 
 
 HEADERS = [
     "slots", "threads", "wall s", "passed", "failed", "errors", "tokens/s", "TTFT p50 s",
-    "TTFT p95 s", "LLM calls", "at max tokens", "runtime peak RSS MiB",
+    "TTFT p95 s", "LLM calls", "at max tokens", "runtime peak RSS MiB", "load start",
+    "load 5 min end",
 ]  # fmt: skip
 KEYS = [
     "slots", "threads", "wall_s", "passed", "failed", "errors", "tokens_per_s", "ttft_p50_s",
-    "ttft_p95_s", "llm_calls", "at_max_tokens", "peak_rss_mib",
+    "ttft_p95_s", "llm_calls", "at_max_tokens", "peak_rss_mib", "load_start", "load_5min_end",
 ]  # fmt: skip
 
 
@@ -145,21 +152,20 @@ def main() -> int:
         for slots, threads in itertools.product(args.slots, args.threads):
             level = one_level(binary, model, slots, threads, args, Path(tmp))
             levels.append(level)
-            print(
-                f"{slots} slots, {threads} threads: {level['passed']}/{args.tasks} passed, "
-                f"wall {level['wall_s']:.1f} s"
-                + (f"; check problems: {level['problems']}" if level["problems"] else ""),
+            print(  # each level as it ends: an interrupted sweep keeps what it measured
+                table(HEADERS, [[level[k] for k in KEYS]])
+                + (f"\ncheck problems: {level['problems']}" if level["problems"] else ""),
                 file=sys.stderr,
                 flush=True,
             )
+            if args.json:
+                Path(args.json).write_text(json.dumps(levels, indent=2) + "\n")
     print(
         f"{args.tasks} tasks at concurrency {args.concurrency}, max tokens {args.max_tokens}, "
         f"{args.ctx_per_slot} context tokens per slot; llama-server {rm.LLAMA_CPP_COMMIT}, "
         f"{rm.MODEL.alias}"
     )
     print(table(HEADERS, [[lv[k] for k in KEYS] for lv in levels]))
-    if args.json:
-        Path(args.json).write_text(json.dumps(levels, indent=2) + "\n")
     return 0
 
 

@@ -151,17 +151,17 @@ DEFAULT_THREADS = 2
 #: Context of one slot, in tokens. The longest request is the longest first prompt (1,513
 #: tokens with the chat template, HumanEval/69) + the previous reply (<= max tokens) + the
 #: fed-back pytest output (<= 4,000 characters: <= 2,299 tokens even for output as dense as
-#: assertion reprs of numbers) + the answer (<= max tokens): 1513 + 2048 + 2299 + 2048 = 7908.
+#: assertion reprs of numbers) + the answer (<= max tokens): 1513 + 1024 + 2299 + 1024 = 5860.
 #: `python scripts/real_model.py tokens` measures these through llama-server's /tokenize.
-DEFAULT_CTX_PER_SLOT = 8192
+DEFAULT_CTX_PER_SLOT = 6144
 #: max_tokens of each request. The canonical answers, as the whole module in a ```python
-#: block, are at most 508 tokens (HumanEval/81), but Qwen2.5-Coder 0.5B mostly copies the
-#: pytest module from the prompt into its reply too: the canonical answer plus its test
-#: module is at most 1,500 tokens (HumanEval/69; p95 705, median 364). A reply cut inside the
-#: copied tests leaves solution.py with a syntax error, so max tokens covers the longest with
-#: a third to spare; generation stops at the end of the turn, so only a reply that loops
-#: costs that much.
-DEFAULT_MAX_TOKENS = 2048
+#: block, are at most 508 tokens (HumanEval/81; p95 314): 1024 is twice that. The model
+#: sometimes copies the pytest module from the prompt into its reply too; with it the
+#: canonical answer exceeds 1024 tokens for 2 of the 100 tasks (1,055 and 1,500). At
+#: temperature 0 the 0.5B model also loops on some prompts until max tokens (0 to 7 of 50
+#: calls in the 20-task runs, none of the other replies over 513 tokens), and every looping
+#: call costs max tokens of decode time: 2048 doubled that cost for nothing measured.
+DEFAULT_MAX_TOKENS = 1024
 DEFAULT_TASKS = 100
 #: Until fastagent's client tells a request the server has not started (no bytes yet) from a
 #: stalled one, requests queued behind busy slots hit the 60 s read timeout and are retried
