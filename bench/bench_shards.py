@@ -70,8 +70,9 @@ class SimWatch(threading.Thread):
         self.seen[pid] = (max(old[0], peak), max(old[1], cpu))
 
 
-def level(shards: int, per_shard: int, extra: list[str]) -> dict[str, Any]:
-    """One `fastagent bench --shards N` run; its merged summary and the endpoints' cost."""
+def level(shards: int, per_shard: int, extra: list[str], keep: Path | None) -> dict[str, Any]:
+    """One `fastagent bench --shards N` run; its merged summary and the endpoints' cost
+    (its results kept in ``keep``/shards<N> when given)."""
     args = [
         "--shards", str(shards),
         "--tasks", str(min(per_shard, DATASET_TASKS)),
@@ -85,7 +86,9 @@ def level(shards: int, per_shard: int, extra: list[str]) -> dict[str, Any]:
     watch = SimWatch()
     watch.start()
     with tempfile.TemporaryDirectory(prefix="fastagent-bench-shards-") as tmp:
-        run = children.run_bench(args, results_dir=tmp, capture_stderr=True, timeout=3 * 3600)
+        where = keep / f"shards{shards}" if keep else Path(tmp)
+        where.mkdir(parents=True, exist_ok=True)
+        run = children.run_bench(args, results_dir=where, capture_stderr=True, timeout=3 * 3600)
         watch.done.set()
         if run.interrupted:
             sys.exit(130)
@@ -134,19 +137,23 @@ def main() -> int:
     parser.add_argument("--shards", default="1,2,5", help="shard counts (default 1,2,5)")
     parser.add_argument("--per-shard", type=int, default=10_000, help="agents per shard")
     parser.add_argument("--out", type=Path, help="also write the table (Markdown) here")
+    parser.add_argument("--keep", type=Path, help="keep each level's results in DIR/shards<N>")
     parser.add_argument("extra", nargs="*", help="more `fastagent bench` flags, after --")
     args = parser.parse_args()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     rows = []
+    causes: list[str] = []
     for shards in (int(x) for x in args.shards.split(",")):
-        result = level(shards, args.per_shard, args.extra)
+        result = level(shards, args.per_shard, args.extra, args.keep)
         rows.append(row(shards, args.per_shard, result))
+        causes.append(f"{shards} shard(s): {result['summary'].totals.errors_by_cause or 'none'}")
         print(f"  {shards} shard(s): {rows[-1]}", file=sys.stderr, flush=True)
     text = "\n".join([
         f"fastagent bench --shards N, {args.per_shard:,} agents per shard (--concurrency), "
         f"--verify trivial, simulated endpoint per shard, profile {PROFILE}, local Ray, "
         f"{started}",
         table(HEADERS, rows),
+        "errors by cause: " + "; ".join(causes),
     ])  # fmt: skip
     print(text)
     if args.out:

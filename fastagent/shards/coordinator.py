@@ -35,7 +35,7 @@ from ..config import API_KEY_ENV, Config
 from ..errors import ExitCode
 from ..results import format_summary, write_json_atomic
 from ..schema import RayCost, Shard, Summary, TaskRow
-from .cluster import Cluster
+from .cluster import Cluster, import_ray
 from .merge import MergedCsv, row_of
 from .node import Collected, ShardSpec, Started
 from .plan import Job, bench_args, plan_job
@@ -111,12 +111,13 @@ class Coordinator:
         self.started_at = time.time()
         self._t0 = time.monotonic()
 
-    def run(self) -> None:
+    def run(self, stops: list[int]) -> None:
+        """Launch the shards and follow them to their end; ``stops`` are the signals
+        received (:func:`_stop_signals`)."""
         self._t0 = t0 = time.monotonic()
         try:
-            with _stop_signals() as stops:
-                self._launch(stops)
-                self._watch(stops)
+            self._launch()
+            self._watch(stops)
         finally:
             self.wall = time.monotonic() - t0
             self.out.close()
@@ -137,7 +138,7 @@ class Coordinator:
             keep=config.keep_workspaces,
         )
 
-    def _launch(self, stops: list[int]) -> None:
+    def _launch(self) -> None:
         self.job.shards_dir.mkdir(parents=True, exist_ok=True)
         actor_class = self.cluster.shard_actor()
         t0 = time.monotonic()
@@ -312,6 +313,7 @@ def _exit_reason(returncode: int | None, log: str) -> str:
 
 def run(config: Config) -> int:
     """The sharded run of ``config``; its exit code."""
+    import_ray()  # the one line saying how to install it, before anything else
     job = plan_job(config)
     cluster: Cluster | None = None
     coordinator: Coordinator | None = None
@@ -328,18 +330,22 @@ def run(config: Config) -> int:
     else:
         _log("fastagent bench --shards: every task has a row already: nothing to run")
     try:
-        if cluster is not None:
-            coordinator = Coordinator(job, cluster)
-            coordinator.run()
-            entries = coordinator.finish()
-        summary = merged_summary(job, coordinator, entries)
+        with _stop_signals() as stops:  # from here on, what finished is always written
+            if cluster is not None:
+                coordinator = Coordinator(job, cluster)
+                coordinator.run(stops)
+                entries = coordinator.finish()
+            summary = merged_summary(job, coordinator, entries)
+            write_json_atomic(job.paths.summary, summary)
     finally:
         if cluster is not None:
             cluster.stop()
-    write_json_atomic(job.paths.summary, summary)
     print(format_summary(summary))
     print(shard_lines(summary, job))
     print(f"results: {job.paths.csv}\n         {job.paths.summary}\n         {job.shards_dir}/")
+    if entries and all(e.exit_status == ExitCode.BAD_INPUT for e in entries):
+        _log(f"fastagent bench --shards: every shard refused its input: {entries[0].error}")
+        return ExitCode.BAD_INPUT
     return _exit_code(summary)
 
 
