@@ -7,7 +7,7 @@ BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install bench test lint wheel bench-speedups clean
+.PHONY: install bench test lint wheel bench-speedups bench-shards clean
 
 $(STAMP): pyproject.toml setup.py fastagent/_speedups.pyx fastagent/_speedups.pyi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ wheel: $(STAMP)
 
 bench-speedups: $(STAMP)
 	$(BIN)/python bench/bench_speedups.py
+
+bench-shards: $(STAMP)  ## 1, 2 and 5 shards of 10,000 agents over a local Ray instance
+	$(BIN)/python bench/bench_shards.py --out results/shards.md $(ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info fastagent/*.so fastagent/_speedups.c

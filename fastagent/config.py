@@ -264,6 +264,16 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             metavar="N",
         ),
     ] = None
+    task_indices: Annotated[
+        Text | None,
+        _flag(
+            "run only the tasks at these 0-based positions of the task list (after --tasks and "
+            "--repeat), listed in FILE separated by spaces, commas or newlines (how --shards "
+            "hands each shard its share)",
+            group=_WORKLOAD,
+            metavar="FILE",
+        ),
+    ] = None
     ray_address: Annotated[
         Text | None,
         _flag(

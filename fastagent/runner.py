@@ -156,6 +156,10 @@ def prepare(config: Config, log: Log) -> Plan:
     """Check every input and open what the run writes; RunError/DatasetError on bad input."""
     dataset = config.dataset or str(default_dataset_path())
     tasks = repeat_tasks(load_tasks(dataset, config.tasks), config.repeat)
+    if config.task_indices:  # a shard of --shards: its share of the task list
+        from .shards.split import select_tasks
+
+        tasks = select_tasks(tasks, config.task_indices)
     pytest_version = check_python(config.python)
     resumed: list[TaskRow] = []
     if config.resume:
@@ -467,6 +471,7 @@ def build_summary(run: Run, *, started_by_bench: bool) -> Summary:
             test_exit_causes=telemetry.exit_causes,
         ),
         versions=_versions(run.plan.pytest_version),
+        sharding=None,
     )
 
 

@@ -42,8 +42,11 @@ __all__ = [
     "LoopLag",
     "Memory",
     "Outcomes",
+    "RayCost",
     "RssTimeline",
     "Settings",
+    "Shard",
+    "Sharding",
     "Summary",
     "TaskRow",
     "TaskStatus",
@@ -279,6 +282,70 @@ class Versions(msgspec.Struct, kw_only=True):
     pytest_in_tests: Annotated[str | None, _doc("the pytest the test processes imported")]
 
 
+class Shard(msgspec.Struct, kw_only=True):
+    """One shard of a ``fastagent bench --shards N`` run: an ordinary bench process on a node."""
+
+    index: Annotated[int, _doc("the shard's number; the merged CSV's shard column")]
+    run: Annotated[int, _doc("0 for the first invocation, k for the k-th --resume")]
+    node: Annotated[str, _doc("host name of the node it ran on")]
+    node_id: Annotated[str | None, _doc("Ray's id of that node")]
+    pid: Annotated[int | None, _doc("the bench process's pid on its node")]
+    base_url: Annotated[str | None, _doc("the endpoint it used (its own simulator's URL)")]
+    tasks: Annotated[int, _doc("tasks it was given")]
+    rows: Annotated[int, _doc("of those, finished (rows it wrote)")]
+    not_run: Annotated[list[str], _doc("its tasks without a row: not run or not finished")]
+    exit_status: Annotated[
+        int | None, _doc("the bench's exit code, -N when killed by signal N; null: unknown")
+    ]
+    error: Annotated[str | None, _doc("why it did not finish every task, null when it did")]
+    wall_seconds: Annotated[float | None, _doc("its own wall time (null: it wrote no summary)")]
+    peak_rss_mib: Annotated[float | None, _doc("its peak RSS (VmHWM), MiB")]
+    runtime_seconds: Annotated[float | None, _doc("its runtime CPU, user+sys seconds")]
+    runtime_ms_per_task: float | None
+    csv: Annotated[str, _doc("its own CSV, kept beside the merged one")]
+    summary: Annotated[str | None, _doc("its own summary, null when it wrote none")]
+    samples: Annotated[str | None, _doc("its samples file, null when it wrote none")]
+
+
+class RayCost(msgspec.Struct, kw_only=True):
+    """What Ray itself cost on the coordinator's machine (peak RSS from each process's VmHWM;
+    null where the process is not on this machine, e.g. a remote cluster's head)."""
+
+    startup_seconds: Annotated[float, _doc("ray.init: starting or joining the cluster")]
+    launch_seconds: Annotated[float, _doc("actors created -> every shard's bench started")]
+    driver_rss_mib: Annotated[float, _doc("the coordinator (Ray's driver), peak RSS")]
+    raylet_rss_mib: float | None
+    gcs_rss_mib: float | None
+    workers_rss_mib: Annotated[float | None, _doc("the shards' Ray worker processes, summed")]
+    other_rss_mib: Annotated[
+        float | None, _doc("Ray's other processes (agents, monitors, dashboard head), summed")
+    ]
+    total_rss_mib: Annotated[float | None, _doc("all of the above summed")]
+
+
+class Sharding(msgspec.Struct, kw_only=True):
+    """How a ``--shards N`` run was spread, and what each shard did (null for a single run).
+
+    The merged summary's memory, loop lag and settings are the shard's with the highest
+    peak RSS (max); its counts, CPU and latencies cover every shard (latency percentiles
+    exact over all their samples).
+    """
+
+    count: Annotated[int, _doc("shards of the run, those of earlier invocations included")]
+    split: Annotated[str, _doc("how tasks were dealt: round-robin over the task list")]
+    concurrency_per_shard: Annotated[int, _doc("--concurrency: agents per shard")]
+    total_concurrency: Annotated[int, _doc("agents of this invocation's shards, summed")]
+    ray_address: Annotated[str | None, _doc("--ray-address; null: a local instance")]
+    ray_version: str
+    nodes: Annotated[int, _doc("alive nodes of the Ray cluster")]
+    peak_rss_mib_max: Annotated[float | None, _doc("the largest shard's peak RSS")]
+    peak_rss_mib_sum: Annotated[float | None, _doc("every shard's peak RSS, summed")]
+    not_run: Annotated[list[str], _doc("tasks without a row in the merged CSV")]
+    failed_shards: Annotated[list[int], _doc("shards that did not finish all their tasks")]
+    ray: RayCost | None
+    shards: list[Shard]
+
+
 class Summary(msgspec.Struct, kw_only=True):
     """One run of a stack's runner: ``<runtime>_<ts>_summary.json``."""
 
@@ -303,6 +370,9 @@ class Summary(msgspec.Struct, kw_only=True):
     throughput: Throughput
     totals: Totals
     versions: Versions
+    sharding: Annotated[
+        Sharding | None, _doc("the shards of a --shards run and their merge; null otherwise")
+    ]
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:

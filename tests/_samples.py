@@ -70,6 +70,7 @@ def sample_summary(**top: object) -> Summary:
                        "aiohttp": None},
             pytest_in_tests="9.2.0",
         ),
+        "sharding": None,
     }  # fmt: skip
     fields.update(top)
     return Summary(**fields)  # type: ignore[arg-type]
