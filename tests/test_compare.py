@@ -119,6 +119,10 @@ def test_relative_paths_in_a_command_are_made_absolute(tmp_path: Path) -> None:
     full = str(tmp_path / "stacks" / "x" / "run.py")
     assert made == f"{full} --flag={full}; echo a/b '{full}' /abs/p"
     assert compare_run.resolve_command("fastagent bench", tmp_path) == "fastagent bench"
+    # a link (a venv's bin/python) stays a link: resolving it would leave the venv
+    (tmp_path / "venv").symlink_to(tmp_path / "stacks")
+    made = compare_run.resolve_command("venv/x/run.py", tmp_path)
+    assert made == str(tmp_path / "venv" / "x" / "run.py")
 
 
 def test_spread_over_runs() -> None:

@@ -66,7 +66,7 @@ from .compare_schema import (
     Settings,
     StackResult,
 )
-from .compare_table import BY_KEY, render_markdown, render_text, stack_stats
+from .compare_table import BY_KEY, render_markdown, render_text, stack_stats, work_differs
 from .idle import IdleRule, wait_idle
 from .proctree import RULE as PROCESS_RULE
 
@@ -313,6 +313,9 @@ def _intro(report: Comparison) -> list[str]:
     ]
     if report.interrupted:
         lines += ["", "**Interrupted**: the tables cover the runs that finished."]
+    differs = work_differs(report)
+    if differs:
+        lines += ["", f"**{differs}.**"]
     errors = [f"- {st.name}: {err}" for st in report.stacks for err in st.errors]
     if errors:
         lines += ["", "Runs that failed (left out of the medians):", "", *errors]
@@ -434,9 +437,11 @@ def main(args: argparse.Namespace, out: Callable[[str], None] | None = None) -> 
             sim.stop()
     report.finished_at = _now()
     _write_outputs(plan.out, report)
+    differs = work_differs(report)
     (out or print)(
         f"fastagent compare: {len(plan.tasks)} tasks, concurrency "
         f"{args.concurrency}, {args.repeats} repeat(s)\n{render_text(report)}"
+        + (f"\n{differs}." if differs else "")
     )
     if args.plot:
         _chart(plan.out, report)

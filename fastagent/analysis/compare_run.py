@@ -73,8 +73,9 @@ def resolve_command(command: str, origin: Path) -> str:
         word = match.group(1)
         if word.startswith(("/", "~")):
             return word
-        target = (origin / word).resolve()
-        shown = str(target) + ("/" if word.endswith("/") else "")
+        # normalised, never resolved: a venv's bin/python is a link to the base interpreter
+        target = os.path.normpath(origin / word)
+        shown = target + ("/" if word.endswith("/") else "")
         safe = re.fullmatch(r"[\w.+/-]+", shown) is not None
         return shown if safe and (origin / word).exists() else word
 

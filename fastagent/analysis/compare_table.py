@@ -20,7 +20,15 @@ from dataclasses import dataclass
 from .compare_schema import Comparison, RunFigures, Spread, StackResult
 from .tables import MISSING, format_table, format_value
 
-__all__ = ["FIGURES", "Figure", "render_markdown", "render_text", "spread", "stack_stats"]
+__all__ = [
+    "FIGURES",
+    "Figure",
+    "render_markdown",
+    "render_text",
+    "spread",
+    "stack_stats",
+    "work_differs",
+]
 
 
 @dataclass(frozen=True)
@@ -62,11 +70,18 @@ def _cpu_per_task(run: RunFigures, tasks: int) -> float | None:
     return None if run.runtime is None else run.runtime.cpu_seconds * 1000 / tasks
 
 
+def _cpu_per_request(run: RunFigures, _: int) -> float | None:
+    if run.runtime is None or run.endpoint is None or not run.endpoint.requests:
+        return None
+    return run.runtime.cpu_seconds * 1000 / run.endpoint.requests
+
+
 # fmt: off
 FIGURES: tuple[Figure, ...] = (
     Figure("peak_rss_mib", "peak RSS MiB", "f1", _rt("peak_rss_mib")),
     Figure("cpu_seconds", "runtime CPU s", "f2", _rt("cpu_seconds")),
     Figure("cpu_ms_per_task", "runtime CPU ms/task", "f2", _cpu_per_task),
+    Figure("cpu_ms_per_request", "runtime CPU ms/request", "f2", _cpu_per_request),
     Figure("startup_cpu_seconds", "start-up CPU s", "f2", _rt("startup_cpu_seconds")),
     Figure("children_cpu_seconds", "children CPU s", "f1", _rt("children_cpu_seconds")),
     Figure("peak_descendants", "peak descendants", "int", _rt("peak_descendants")),
@@ -116,6 +131,28 @@ def stack_stats(runs: Sequence[RunFigures], tasks: int) -> dict[str, Spread]:
     return out
 
 
+def work_differs(report: Comparison) -> str | None:
+    """A sentence when the stacks did not do the same work (their passes or requests differ):
+    against one endpoint and one plan, both are the same for every stack that runs the loop."""
+    stacks = [s for s in report.stacks if any(run.error is None for run in s.runs)]
+    shown = []
+    for key, word in (("passed", "passed"), ("requests", "requests")):
+        medians = [_median(s, key) for s in stacks]
+        known = [m for m in medians if m is not None]
+        if len(known) > 1 and max(known) > min(known) * 1.02:
+            cells = ", ".join(
+                f"{s.name} {format_value(m, 'int')}" for s, m in zip(stacks, medians, strict=True)
+            )
+            shown.append(f"{word}: {cells}")
+    if not shown:
+        return None
+    return (
+        "The stacks did not do the same work (" + "; ".join(shown) + "): the same endpoint "
+        "and plan give every stack that runs the same loop the same passes and requests, so "
+        "the per-task and per-request figures are the fairer comparison"
+    )
+
+
 # ---- tables ----------------------------------------------------------------------------------
 
 
@@ -163,6 +200,7 @@ def _outside(report: Comparison) -> tuple[list[str], list[list[str]]]:
         "×",
         "cv",
         "CPU ms/task",
+        "CPU ms/request",
         "of which start-up s",
         "descendants peak n / MiB",
         "wall s",
@@ -179,6 +217,7 @@ def _outside(report: Comparison) -> tuple[list[str], list[list[str]]]:
             _ratio(s, base, "cpu_seconds"),
             _cv(s, "cpu_seconds"),
             _cell(s, "cpu_ms_per_task", span=False),
+            _cell(s, "cpu_ms_per_request", span=False),
             _cell(s, "startup_cpu_seconds", span=False),
             f"{_cell(s, 'peak_descendants', span=False)} / "
             f"{_cell(s, 'peak_descendants_rss_mib', span=False)}",
