@@ -30,7 +30,7 @@ import msgspec
 import psutil
 
 from ..dataset import DATASET_NAME, Task
-from ..errors import ReportError
+from ..errors import CompareError, ReportError
 from ..schema import Distribution
 from . import children
 from .compare_schema import (
@@ -118,11 +118,16 @@ class Endpoint:
             return msgspec.json.decode(response.read(), type=_SimStats)
 
     def reset(self) -> int:
-        """Zero its per-run counters; returns the new epoch."""
-        try:  # INTERIM until the simulator has the reset: remove
+        """Zero its per-run counters; returns the new epoch. CompareError when the endpoint
+        does not answer (nothing can be measured against it)."""
+        try:
             return self._call("/sim/stats/reset", "POST").epoch
-        except urllib.error.HTTPError:
-            return 0
+        except urllib.error.HTTPError as exc:  # INTERIM until the simulator has the reset
+            if exc.code == 404:
+                return 0
+            raise CompareError(f"the simulated endpoint refused a reset: {exc}") from None
+        except (OSError, msgspec.DecodeError) as exc:
+            raise CompareError(f"the simulated endpoint stopped answering: {exc}") from None
 
     def stats(self) -> _SimStats:
         return self._call("/sim/stats")
@@ -370,9 +375,9 @@ def run_stack(spec: RunSpec, endpoint: Endpoint, idle: IdleWait) -> RunFigures:
     run_dir = spec.runs_dir / spec.label
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "output.log"
+    epoch = endpoint.reset()
     work = _workdir(spec)
     started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    epoch = endpoint.reset()
     sim_cpu = endpoint.cpu_seconds()
     referee_cpu = _own_cpu()
     try:
