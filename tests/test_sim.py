@@ -20,7 +20,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from fastagent.cli import Parser
 from fastagent.errors import ExitCode
@@ -155,17 +154,15 @@ HANG_GUARD = 30.0
 
 
 class TrackedApp(SimApp):
-    """A SimApp that reports each return of its chat handler on ``returned``."""
+    """A SimApp that reports the end of each chat exchange (its response over, or its client
+    gone) on ``returned``."""
 
     def __init__(self, profile: SimProfile, data: Fixture) -> None:
         super().__init__(profile, data.tasks, data.solutions)
         self.returned: asyncio.Queue[None] = asyncio.Queue()
 
-    async def chat(self, request: web.Request) -> web.StreamResponse:
-        try:
-            return await super().chat(request)
-        finally:
-            self.returned.put_nowait(None)
+    def chat_done(self) -> None:
+        self.returned.put_nowait(None)
 
     async def handler_returned(self) -> None:
         await asyncio.wait_for(self.returned.get(), HANG_GUARD)
@@ -180,7 +177,7 @@ def with_sim(
 
     async def run() -> Any:
         if isinstance(profile, SimApp):
-            runner, base = await server.start_app(profile.application())
+            runner, base = await server.start_app(profile)
         else:
             runner, base = await server.start_sim(profile, data.tasks, data.solutions)
         try:
@@ -308,6 +305,7 @@ def test_parse_profile() -> None:
         "p_recover": 0.25,
         "ttft_ms": 10.0,
         "itl_ms": 0.0,
+        "start_delay_ms": 0.0,
         "tokens_per_chunk": 1,
         "model": "m",
         "faults": (),
@@ -387,7 +385,6 @@ def test_stream_first_task_gives_the_solution(data: Fixture) -> None:
     result = with_sim(data, PROFILE, body)
     assert result.status == HTTPStatus.OK
     assert result.headers["Content-Type"] == "text/event-stream"
-    assert float(result.headers["X-Fastagent-Received"]) == result.timing["received"]
     assert code_of(result.text) == data.solutions_by_id[tid]
     assert result.text.startswith("Here is the implementation.\n\n```python\n")
     assert result.finish_reason == "stop"
@@ -488,8 +485,10 @@ def test_non_stream_body(data: Fixture) -> None:
     assert result.finish_reason == "stop"
     assert result.usage["completion_tokens"] == len(tokenize(result.text))
     timing = result.timing
-    assert result.sent_at <= timing["received"] <= timing["first_byte"] <= timing["last_byte"]
-    assert float(result.headers["X-Fastagent-Received"]) == timing["received"]
+    assert set(timing) == {"accepted", "started", "first_byte", "last_byte", "received"}
+    assert timing["received"] == timing["started"]
+    assert result.sent_at <= timing["accepted"] <= timing["started"]
+    assert timing["started"] <= timing["first_byte"] == timing["last_byte"]
 
 
 def test_timing_is_ordered_and_on_the_shared_clock(data: Fixture) -> None:
@@ -501,10 +500,12 @@ def test_timing_is_ordered_and_on_the_shared_clock(data: Fixture) -> None:
 
     result, done_at = with_sim(data, profile, body)
     timing = result.timing
-    assert set(timing) == {"received", "first_byte", "last_byte"}
-    assert result.sent_at <= timing["received"] <= timing["first_byte"] <= timing["last_byte"]
+    assert set(timing) == {"accepted", "started", "first_byte", "last_byte", "received"}
+    assert timing["received"] == timing["started"]
+    assert result.sent_at <= timing["accepted"] <= timing["started"]
+    assert timing["started"] <= timing["first_byte"] <= timing["last_byte"]
     assert timing["last_byte"] <= done_at
-    assert timing["first_byte"] - timing["received"] >= 0.02
+    assert timing["first_byte"] - timing["started"] >= 0.02
     n_chunks = len(result.content_chunks)
     assert timing["last_byte"] - timing["first_byte"] >= 0.001 * (n_chunks - 1) * 0.95
 
@@ -991,7 +992,6 @@ def test_http_fault_is_an_openai_error(data: Fixture, kind: FaultKind, status: H
     rate_limited = status is HTTPStatus.TOO_MANY_REQUESTS
     assert result.status == status
     assert result.headers.get("Retry-After") == ("1" if rate_limited else None)
-    assert float(result.headers["X-Fastagent-Received"]) > 0
     error = result.body["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert f"simulated fault {kind}" in error["message"]
@@ -1205,3 +1205,219 @@ def test_stats_count_requests_and_injected_faults(data: Fixture) -> None:
             k: expected.count(k) for k in (FaultKind.HTTP_503, FaultKind.EMPTY) if k in expected
         },
     }
+
+
+# ---- the lean HTTP/1.1 server ------------------------------------------------------------
+
+
+async def raw_http(base: str, payload: bytes, until: Callable[[bytes], bool]) -> bytes:
+    """Write ``payload`` on a fresh connection; read until ``until(bytes so far)`` holds or the
+    server closes the connection."""
+    url = urllib.parse.urlsplit(base)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    got = bytearray()
+    try:
+        writer.write(payload)
+        async with asyncio.timeout(HANG_GUARD):
+            while not until(bytes(got)):
+                piece = await reader.read(65536)
+                if not piece:
+                    break
+                got += piece
+    finally:
+        writer.close()
+    return bytes(got)
+
+
+def chat_request(spec: str, stream: bool = True, extra_headers: str = "") -> bytes:
+    body = json.dumps({"messages": conversation(spec, 0), "stream": stream}).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: sim\r\nContent-Type: application/json\r\n"
+        f"{extra_headers}Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def test_routes_404_405_head_and_query(data: Fixture) -> None:
+    async def body(base: str, session: aiohttp.ClientSession) -> list[Any]:
+        root = base.removesuffix("/v1")
+        out = []
+        for method, path in [
+            ("GET", "/v1/nope"),
+            ("GET", "/v1/chat/completions"),
+            ("POST", "/v1/models"),
+            ("HEAD", "/health"),
+            ("GET", "/health"),
+            ("GET", "/v1/models?x=1"),
+        ]:
+            async with session.request(method, root + path) as resp:
+                out.append((resp.status, dict(resp.headers), await resp.read()))
+        return out
+
+    missing, get_chat, post_models, head, health, query = with_sim(data, PROFILE, body)
+    assert missing[0] == HTTPStatus.NOT_FOUND and missing[2] == b"404: Not Found"
+    assert get_chat[0] == HTTPStatus.METHOD_NOT_ALLOWED and get_chat[1]["Allow"] == "POST"
+    assert post_models[0] == HTTPStatus.METHOD_NOT_ALLOWED and post_models[1]["Allow"] == "GET"
+    assert head[0] == HTTPStatus.OK and head[2] == b"" and head[1]["Content-Length"] == "2"
+    assert health[0] == HTTPStatus.OK and health[2] == b"ok"
+    assert health[1]["Content-Type"].startswith("text/plain") and "Date" in health[1]
+    assert query[0] == HTTPStatus.OK and json.loads(query[2])["object"] == "list"
+
+
+def test_keep_alive_and_pipelined_requests(data: Fixture) -> None:
+    """Requests written back to back on one connection are answered in order, each whole."""
+    health = b"GET /health HTTP/1.1\r\nHost: sim\r\n\r\n"
+    spec = data.specs["T/0"]
+    payload = health + chat_request(spec) + health + chat_request(spec, stream=False) + health
+
+    async def body(base: str, session: aiohttp.ClientSession) -> bytes:
+        return await raw_http(base, payload, lambda got: got.count(b"\r\n\r\nok") == 3)
+
+    got = with_sim(data, PROFILE, body)
+    assert got.count(b"HTTP/1.1 200 OK\r\n") == 5
+    stream_end = got.index(b"data: [DONE]\n\n\r\n0\r\n\r\n")
+    second_health = got.index(b"\r\n\r\nok", got.index(b"\r\n\r\nok") + 1)
+    assert stream_end < second_health < got.index(b'"object":"chat.completion"')
+
+
+def test_bad_http_is_400_and_closes(data: Fixture) -> None:
+    async def body(base: str, session: aiohttp.ClientSession) -> bytes:
+        return await raw_http(base, b"NOT HTTP AT ALL\r\n\r\n", lambda got: False)
+
+    got = with_sim(data, PROFILE, body)
+    assert got.startswith(b"HTTP/1.1 400 Bad Request\r\n") and b"Connection: close" in got
+
+
+def test_connection_close_and_expect_continue(data: Fixture) -> None:
+    """``Connection: close`` is honoured (the sim ends the connection after the response);
+    ``Expect: 100-continue`` gets its interim answer before the body is sent."""
+    spec = data.specs["T/0"]
+
+    async def body(base: str, session: aiohttp.ClientSession) -> tuple[bytes, bytes]:
+        closing = await raw_http(
+            base, chat_request(spec, False, "Connection: close\r\n"), lambda got: False
+        )
+        request = chat_request(spec, False, "Expect: 100-continue\r\n")
+        head, _, rest = request.partition(b"\r\n\r\n")
+        url = urllib.parse.urlsplit(base)
+        reader, writer = await asyncio.open_connection(url.hostname, url.port)
+        try:
+            writer.write(head + b"\r\n\r\n")
+            async with asyncio.timeout(HANG_GUARD):
+                interim = await reader.readuntil(b"\r\n\r\n")
+                writer.write(rest)
+                final = await reader.readuntil(b"\r\n\r\n")
+        finally:
+            writer.close()
+        return closing, interim + final
+
+    closing, continued = with_sim(data, PROFILE, body)
+    assert closing.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close\r\n" in closing
+    assert json.loads(http_response(closing)[1])["object"] == "chat.completion"
+    assert continued.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n")
+
+
+def test_start_delay_shows_between_accepted_and_started(data: Fixture) -> None:
+    profile = SimProfile(p_first=1.0, p_recover=0.0, ttft_ms=0, itl_ms=0, start_delay_ms=50)
+
+    async def body(base: str, session: aiohttp.ClientSession) -> list[Completion]:
+        messages = conversation(data.specs["T/0"], 0)
+        return [await complete(session, base, messages, stream=s) for s in (True, False)]
+
+    for result in with_sim(data, profile, body):
+        timing = result.timing
+        assert result.status == HTTPStatus.OK and code_of(result.text)
+        assert timing["started"] - timing["accepted"] >= 0.05
+        assert timing["started"] <= timing["first_byte"] <= timing["last_byte"]
+
+
+def test_start_delay_blocks_no_other_request(data: Fixture) -> None:
+    """A chat request waiting out a long start delay holds nothing up, and ends when its
+    client leaves."""
+    app = TrackedApp(SimProfile(ttft_ms=0, itl_ms=0, start_delay_ms=600_000), data)
+
+    async def body(base: str, session: aiohttp.ClientSession) -> bytes:
+        url = urllib.parse.urlsplit(base)
+        _, writer = await asyncio.open_connection(url.hostname, url.port)
+        writer.write(chat_request(data.specs["T/0"]))
+        await writer.drain()
+        health = b"GET /health HTTP/1.1\r\nHost: sim\r\n\r\n"
+        got = await raw_http(base, health, lambda got: got.endswith(b"\r\n\r\nok"))
+        writer.close()
+        await app.handler_returned()
+        return got
+
+    assert with_sim(data, app, body).startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_workers_share_request_numbers_and_stats(data: Fixture) -> None:
+    """``--workers 2``: two processes on one port, request n meets the fault of request n of
+    a single process, and /v1/sim/stats counts both workers' requests."""
+    faults = ((FaultKind.HTTP_503, 0.5),)
+    proc = _launch(
+        "--port", "0", "--dataset", str(data.tasks), "--solutions", str(data.solutions),
+        "--profile", "ttft_ms=0,itl_ms=0,seed=4,faults=http_503:0.5", "--workers", "2",
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("FASTAGENT_SIM_READY "), proc.stderr.read()
+        base = line.split()[1]
+
+        async def run() -> tuple[list[int], set[str], Any]:
+            connector = aiohttp.TCPConnector(force_close=True)  # a new connection each
+            async with aiohttp.ClientSession(connector=connector) as session:
+                results = [
+                    await complete(session, base, conversation(data.specs["T/1"], 0), False)
+                    for _ in range(24)
+                ]
+                async with session.get(f"{base}/sim/stats") as resp:
+                    stats = await resp.json()
+            ids = {r.body["id"].rpartition("x")[0] for r in results if r.status == HTTPStatus.OK}
+            return [r.status for r in results], ids, stats
+
+        statuses, id_prefixes, stats = asyncio.run(run())
+        expected = [pick_fault(faults, 4, n) for n in range(1, 25)]
+        assert statuses == [503 if kind else 200 for kind in expected]
+        assert stats == {"requests": 24, "faults": {"http_503": expected.count(FaultKind.HTTP_503)}}
+        assert len(id_prefixes) == 2  # both workers answered (each id holds its pid)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=HANG_GUARD)
+        assert proc.returncode == ExitCode.OK, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_body_over_the_limit_is_413(data: Fixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastagent.sim import conn
+
+    monkeypatch.setattr(conn, "MAX_BODY", 100)
+
+    async def body(base: str, session: aiohttp.ClientSession) -> bytes:
+        return await raw_http(base, chat_request(data.specs["T/0"]), lambda got: False)
+
+    got = with_sim(data, PROFILE, body)
+    assert got.startswith(b"HTTP/1.1 413 Request Entity Too Large\r\n")
+    assert b"Connection: close\r\n" in got
+
+
+def test_http_1_0_stream_is_unframed_and_ends_with_the_connection(data: Fixture) -> None:
+    request = chat_request(data.specs["T/0"]).replace(b" HTTP/1.1\r\n", b" HTTP/1.0\r\n", 1)
+
+    async def body(base: str, session: aiohttp.ClientSession) -> bytes:
+        return await raw_http(base, request, lambda got: False)  # until the sim closes
+
+    profile = SimProfile(p_first=1.0, p_recover=0.0, ttft_ms=0, itl_ms=0)
+    head, _, stream = with_sim(data, profile, body).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close" in head
+    assert b"Transfer-Encoding" not in head and b"Content-Length" not in head
+    events = events_of(stream)
+    assert events[-1] == b"data: [DONE]"
+    text = "".join(
+        json.loads(e[6:])["choices"][0]["delta"].get("content") or ""
+        for e in events[:-1]
+        if json.loads(e[6:])["choices"]
+    )
+    assert code_of(text) == data.solutions_by_id["T/0"]

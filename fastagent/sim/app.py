@@ -1,10 +1,12 @@
-"""The simulated endpoint's aiohttp application: :class:`SimApp` and its handlers.
+"""The simulated endpoint's handlers: :class:`SimApp`, over the lean server of :mod:`.conn`.
 
 Endpoints: ``GET /v1/models``, ``GET /v1/sim/plan`` (the profile and each task's outcome),
 ``GET /v1/sim/stats`` (the chat requests served and the faults injected, by kind),
 ``GET /health`` and ``POST /v1/chat/completions``, streamed (:mod:`.stream`) or not
-(:mod:`.body`). A chat request is checked, matched to its task and planned reply, drawn
-for a fault (:mod:`.faults`), and answered.
+(:mod:`.body`). A chat request waits the profile's ``start_delay_ms`` (on the pacer's
+timer, never blocking another), then is checked, matched to its task and planned reply,
+drawn for a fault (:mod:`.faults`), and answered. Handlers are plain functions of the
+connection and the request: nothing in a request's path is a coroutine.
 """
 
 from __future__ import annotations
@@ -15,16 +17,16 @@ import time
 from pathlib import Path
 
 import msgspec
-from aiohttp import web
 
 from .body import BodyCompletion
-from .conn import close
+from .conn import JSON, MAX_BODY, TEXT, Conn, Request, Routes, route
+from .counters import Counters
 from .data import SimData
-from .faults import FAULTS, Fault, FaultKind, HttpError, pick_fault
+from .faults import FAULTS, Fault, FaultKind
+from .pacer import Pacer
 from .profile import SimProfile
 from .stream import StreamedCompletion
 from .wire import (
-    JSON_HEADERS,
     Answer,
     ChatRequest,
     Message,
@@ -41,84 +43,148 @@ from .wire import (
 
 __all__ = ["MAX_BODY", "SimApp"]
 
-#: The largest request body the endpoint reads.
-MAX_BODY = 64 * 1024 * 1024
-
 
 class _BadRequest(ValueError):
     """A chat request the endpoint answers with 400; the message says why."""
+
+
+class _Delayed:
+    """A chat request waiting out the profile's start delay on the pacer."""
+
+    __slots__ = ("app", "conn", "request")
+
+    def __init__(self, app: SimApp, conn: Conn, request: Request) -> None:
+        self.app = app
+        self.conn = conn
+        self.request = request
+
+    def wake(self, due: float) -> None:
+        if self.conn.exchange is self:
+            self.conn.exchange = None
+            self.app.start_chat(self.conn, self.request, time.monotonic())
+
+    def gone(self) -> None:
+        self.app.chat_done()
 
 
 class SimApp:
     """The handlers, over the data loaded and encoded once at start.
 
     Raises :class:`~fastagent.errors.SimDataError` when the data files are unusable.
+    ``counters`` numbers the chat requests and counts the faults: this process's own by
+    default, or ones shared by worker processes.
     """
 
     def __init__(
-        self, profile: SimProfile, tasks_path: str | Path, solutions_path: str | Path
+        self,
+        profile: SimProfile,
+        tasks_path: str | Path,
+        solutions_path: str | Path,
+        counters: Counters | None = None,
     ) -> None:
         self.profile = profile
         self.data = SimData(profile, Path(tasks_path), Path(solutions_path))
-        self.requests = 0
-        self.injected: dict[FaultKind, int] = dict.fromkeys(FaultKind, 0)
+        self.counters = counters or Counters()
+        self.pacer = Pacer()
         self._pace = Pace.of(profile)
         self._model_json = encode(profile.model)
         self._ids = itertools.count(1)
         self._id_prefix = f"chatcmpl-sim{os.getpid():x}x".encode()
         self._models_body = models_body(profile.model, int(time.time()))
         self._plan_body = plan_body(profile, self.data.plan)
-        self._error_bodies = {
-            kind: http_error_body(fault.http_error)
+        self._errors = {
+            kind: (
+                fault.http_error.status,
+                http_error_body(fault.http_error),
+                b"".join(
+                    b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in fault.http_error.headers
+                ),
+            )
             for kind, fault in FAULTS.items()
             if fault.http_error is not None
         }
+        self.routes: Routes = {
+            b"/v1/models": {b"GET": self.models},
+            b"/v1/sim/plan": {b"GET": self.sim_plan},
+            b"/v1/sim/stats": {b"GET": self.sim_stats},
+            b"/health": {b"GET": self.health},
+            b"/v1/chat/completions": {b"POST": self.chat},
+        }
 
-    def application(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY)
-        app.router.add_get("/v1/models", self.models)
-        app.router.add_get("/v1/sim/plan", self.sim_plan)
-        app.router.add_get("/v1/sim/stats", self.sim_stats)
-        app.router.add_get("/health", self.health)
-        app.router.add_post("/v1/chat/completions", self.chat)
-        return app
+    @property
+    def requests(self) -> int:
+        """The chat requests counted so far."""
+        return self.counters.snapshot()[0]
+
+    @property
+    def injected(self) -> dict[FaultKind, int]:
+        """The faults injected so far, by kind."""
+        return self.counters.snapshot()[1]
+
+    def route(self, conn: Conn, request: Request) -> None:
+        """Answer ``request`` (the connection's router)."""
+        route(self.routes, conn, request)
+
+    def reseed_ids(self) -> None:
+        """A new completion-id prefix, for a worker process forked from this one."""
+        self._id_prefix = f"chatcmpl-sim{os.getpid():x}x".encode()
 
     # ---- the small endpoints ----
 
-    async def models(self, request: web.Request) -> web.Response:
-        return web.Response(body=self._models_body, headers=JSON_HEADERS)
+    def models(self, conn: Conn, request: Request) -> None:
+        conn.respond(200, self._models_body, JSON)
 
-    async def sim_plan(self, request: web.Request) -> web.Response:
-        return web.Response(body=self._plan_body, headers=JSON_HEADERS)
+    def sim_plan(self, conn: Conn, request: Request) -> None:
+        conn.respond(200, self._plan_body, JSON)
 
-    async def sim_stats(self, request: web.Request) -> web.Response:
-        body = stats_body(self.requests, self.injected)
-        return web.Response(body=body, headers=JSON_HEADERS)
+    def sim_stats(self, conn: Conn, request: Request) -> None:
+        conn.respond(200, stats_body(*self.counters.snapshot()), JSON)
 
-    async def health(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok")
+    def health(self, conn: Conn, request: Request) -> None:
+        conn.respond(200, b"ok", TEXT)
 
     # ---- chat completions ----
 
-    async def chat(self, request: web.Request) -> web.StreamResponse:
-        received = time.monotonic()
-        try:
-            req = _checked(await request.read())
-        except _BadRequest as exc:
-            body = error_body(str(exc), "invalid_request_error")
-            return web.Response(status=400, body=body, headers=JSON_HEADERS)
-        answer = self._answer(req, received)
-        fault = answer.fault
-        if fault is not None and fault.http_error is not None:
-            return self._http_error(fault.kind, fault.http_error, answer)
-        if fault is not None and fault.refuse:
-            close(request)
-            return web.Response()
-        if req.stream:
-            return await StreamedCompletion(request, answer, self._pace, self._model_json).send()
-        return await BodyCompletion(request, answer, self._pace, self.profile.model).send()
+    def chat(self, conn: Conn, request: Request) -> None:
+        """Start the request now, or once the profile's start delay has passed."""
+        delay = self._pace.start_delay
+        if delay > 0:
+            waiting = _Delayed(self, conn, request)
+            conn.exchange = waiting
+            self.pacer.at(request.read + delay, waiting)
+        else:
+            self.start_chat(conn, request, time.monotonic())
 
-    def _answer(self, req: ChatRequest, received: float) -> Answer:
+    def chat_done(self) -> None:
+        """Called once a chat request's exchange is over: its response ended, or its client
+        left (a hook; tests use it)."""
+
+    def start_chat(self, conn: Conn, request: Request, started: float) -> None:
+        """Handle a chat request that started at ``started``."""
+        try:
+            req = _checked(request.body)
+        except _BadRequest as exc:
+            conn.respond(400, error_body(str(exc), "invalid_request_error"), JSON)
+            self.chat_done()
+            return
+        answer = self._answer(req, request.accepted, started)
+        fault = answer.fault
+        if fault is not None and (fault.http_error is not None or fault.refuse):
+            if fault.refuse:
+                conn.close()
+            else:
+                status, body, headers = self._errors[fault.kind]
+                conn.respond(status, body, JSON, headers)
+            self.chat_done()
+        elif req.stream:
+            pace, pacer, done = self._pace, self.pacer, self.chat_done
+            StreamedCompletion(conn, answer, pace, pacer, self._model_json, done).start()
+        else:
+            BodyCompletion(
+                conn, answer, self._pace, self.pacer, self.profile.model, self.chat_done
+            ).start()
+
+    def _answer(self, req: ChatRequest, accepted: float, started: float) -> Answer:
         """Decide the answer: the planned reply (or the fault's), cut to the token limit."""
         prompt_chars, retry, first_user = _conversation(req.messages)
         task_id = self.data.index.find(first_user) if first_user else None
@@ -133,21 +199,13 @@ class SimApp:
         prompt_tokens = prompt_chars // 4
         usage = Usage(prompt_tokens, n_tokens, prompt_tokens + n_tokens)
         cid = self._id_prefix + b"%08x" % next(self._ids)
-        return Answer(received, reply, n_tokens, finish, usage, cid, int(time.time()), fault)
+        created = int(time.time())
+        return Answer(accepted, started, reply, n_tokens, finish, usage, cid, created, fault)
 
     def _next_fault(self) -> Fault | None:
         """Count the request; the fault that hits it, counted too, or None."""
-        self.requests += 1
-        kind = pick_fault(self.profile.faults, self.profile.seed, self.requests)
-        if kind is None:
-            return None
-        self.injected[kind] += 1
-        return FAULTS[kind]
-
-    def _http_error(self, kind: FaultKind, error: HttpError, answer: Answer) -> web.Response:
-        headers = answer.headers(JSON_HEADERS)
-        headers.update(error.headers)
-        return web.Response(status=error.status, body=self._error_bodies[kind], headers=headers)
+        kind = self.counters.next_request(self.profile.faults, self.profile.seed)
+        return None if kind is None else FAULTS[kind]
 
 
 def _checked(raw: bytes) -> ChatRequest:

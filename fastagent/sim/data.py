@@ -26,6 +26,7 @@ from .faults import FAULTS, FaultKind
 from .profile import SimProfile
 
 __all__ = [
+    "STREAM_TAIL",
     "UNKNOWN_REPLY",
     "WRONG_BODY",
     "Outcome",
@@ -62,6 +63,8 @@ _RETRY_TEMPLATE = (
     "Here is the corrected implementation.\n\n```python\n{code}```\n\n"
     "This version addresses the failing test from your feedback.\n"
 )
+#: What follows a content chunk's JSON string in its event.
+STREAM_TAIL = b'},"finish_reason":null}]}\n\n'
 #: How many distinct prompts the task index remembers before it starts over.
 _CACHE_LIMIT = 8192
 
@@ -118,9 +121,10 @@ def wrong_code(spec: str, entry_point: str) -> str:
 
 
 class Reply:
-    """A canned reply, tokenised, its chunks of ``tokens_per_chunk`` tokens JSON-encoded once."""
+    """A canned reply, tokenised, its chunks of ``tokens_per_chunk`` tokens JSON-encoded once,
+    and the ends of their streamed events framed for HTTP's chunked coding once."""
 
-    __slots__ = ("chunks", "step", "text", "tokens")
+    __slots__ = ("_sizes", "chunks", "step", "tails", "text", "tokens")
 
     def __init__(self, text: str, tokens_per_chunk: int) -> None:
         self.text = text
@@ -129,13 +133,38 @@ class Reply:
         self.chunks = [
             _json_str("".join(self.tokens[i : i + step])) for i in range(0, len(self.tokens), step)
         ]
+        #: each chunk as the end of its event's piece of a chunked body: chunk, tail, CRLF
+        self.tails = [chunk + STREAM_TAIL + b"\r\n" for chunk in self.chunks]
+        self._sizes: dict[int, list[bytes]] = {}
+
+    def framing(self, n_tokens: int, head_len: int) -> tuple[list[bytes], list[bytes]]:
+        """The first ``n_tokens`` tokens' content events as pieces of a chunked body, each
+        ``size_lines[i] + head + tails[i]`` for an event head of ``head_len`` bytes: the size
+        lines and the tails (the reply's own lists when it is whole: not to be changed)."""
+        sizes = self._sizes.get(head_len)
+        if sizes is None:
+            sizes = self._sizes[head_len] = [
+                b"%x\r\n" % (head_len + len(t) - 2) for t in self.tails
+            ]
+        if n_tokens == len(self.tokens):
+            return sizes, self.tails
+        n_full, rest = divmod(n_tokens, self.step)
+        sizes, tails = sizes[:n_full], self.tails[:n_full]
+        if rest:
+            tail = self.chunks_of(n_tokens)[-1] + STREAM_TAIL + b"\r\n"
+            sizes.append(b"%x\r\n" % (head_len + len(tail) - 2))
+            tails.append(tail)
+        return sizes, tails
 
     def text_of(self, n_tokens: int) -> str:
         """The text of the first ``n_tokens`` tokens."""
         return self.text if n_tokens == len(self.tokens) else "".join(self.tokens[:n_tokens])
 
     def chunks_of(self, n_tokens: int) -> list[bytes]:
-        """The encoded content chunks of the first ``n_tokens`` tokens (a new list)."""
+        """The encoded content chunks of the first ``n_tokens`` tokens (the reply's own list
+        when it is whole: not to be changed)."""
+        if n_tokens == len(self.tokens):
+            return self.chunks
         n_full, rest = divmod(n_tokens, self.step)
         chunks = self.chunks[:n_full]
         if rest:

@@ -45,6 +45,9 @@ class SimProfile(msgspec.Struct, frozen=True):
     p_recover: Annotated[Share, Meta(description="share right after feedback")] = 0.06
     ttft_ms: Annotated[Millis, Meta(description="delay to the first chunk")] = 50.0
     itl_ms: Annotated[Millis, Meta(description="delay between chunks")] = 2.0
+    start_delay_ms: Annotated[
+        Millis, Meta(description="delay from a chat request read to its start")
+    ] = 0.0
     tokens_per_chunk: Annotated[int, Meta(ge=1)] = 1
     model: Annotated[str, Meta(description="model name to report")] = "fastagent-sim"
     faults: tuple[tuple[FaultKind, float], ...] = ()

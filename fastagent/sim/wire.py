@@ -13,14 +13,13 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from .data import Outcome, Reply
+from .data import STREAM_TAIL, Outcome, Reply
 from .faults import Fault, FaultKind, HttpError
 from .profile import SimProfile
 
 __all__ = [
     "CONTENT_CHOICES",
     "DONE_EVENT",
-    "JSON_HEADERS",
     "ROLE_CHOICES",
     "STREAM_TAIL",
     "Answer",
@@ -44,8 +43,6 @@ __all__ = [
 ]
 
 encode = msgspec.json.Encoder().encode
-
-JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 # ---- the request ----------------------------------------------------------------------------
@@ -94,11 +91,20 @@ class Usage(msgspec.Struct, gc=False):
 
 
 class Timing(msgspec.Struct, gc=False):
-    """``fastagent_timing``: ``time.monotonic()`` seconds, shared with a client on Linux."""
+    """``fastagent_timing``: ``time.monotonic()`` seconds (CLOCK_MONOTONIC, shared with a client
+    on the same machine)."""
 
-    received: float
+    #: the request's first byte read
+    accepted: float
+    #: the request fully read and its handling begun (after the profile's start delay)
+    started: float
+    #: the first content event written (a non-streamed body: its write)
     first_byte: float
+    #: just before the response's last write
     last_byte: float
+    #: ``started`` again, under its old name: the runtime's client up to 626607e requires it
+    #: (``llm._Timing``); drop it once no client reads it
+    received: float
 
 
 class _Tail(msgspec.Struct, gc=False):
@@ -204,8 +210,6 @@ ROLE_CHOICES = (
 )
 #: After an event's head: a content chunk, up to its JSON string.
 CONTENT_CHOICES = b'"choices":[{"index":0,"delta":{"content":'
-#: After a content chunk's JSON string.
-STREAM_TAIL = b'},"finish_reason":null}]}\n\n'
 DONE_EVENT = b"data: [DONE]\n\n"
 
 
@@ -240,22 +244,26 @@ def usage_event(head: bytes, usage: Usage, timing: Timing) -> bytes:
 class Pace(NamedTuple):
     """The profile's delays, in seconds."""
 
-    #: from a request's arrival to its first content
+    #: from a request's start to its first content
     ttft: float
     #: between content chunks
     itl: float
+    #: from a chat request fully read to its start
+    start_delay: float = 0.0
 
     @classmethod
     def of(cls, profile: SimProfile) -> Pace:
-        return cls(profile.ttft_ms / 1000.0, profile.itl_ms / 1000.0)
+        return cls(profile.ttft_ms / 1e3, profile.itl_ms / 1e3, profile.start_delay_ms / 1e3)
 
 
 @dataclass(slots=True)
 class Answer:
     """What one chat request gets, decided before a byte of it is written."""
 
-    #: ``time.monotonic()`` when the request arrived
-    received: float
+    #: ``time.monotonic()`` when the request's first byte was read
+    accepted: float
+    #: ``time.monotonic()`` when its handling began
+    started: float
     reply: Reply
     #: how many of the reply's tokens are sent (fewer under ``max_tokens``)
     n_tokens: int
@@ -268,6 +276,5 @@ class Answer:
     created: int
     fault: Fault | None
 
-    def headers(self, base: dict[str, str]) -> dict[str, str]:
-        """``base`` and ``X-Fastagent-Received``."""
-        return {**base, "X-Fastagent-Received": repr(self.received)}
+    def timing(self, first_byte: float, last_byte: float) -> Timing:
+        return Timing(self.accepted, self.started, first_byte, last_byte, self.started)
