@@ -5,6 +5,7 @@ runner written here), real process trees read from /proc."""
 from __future__ import annotations
 
 import argparse
+import http.client
 import importlib.util
 import json
 import os
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import urllib.parse
 from pathlib import Path
 
 import jsonschema
@@ -23,8 +25,13 @@ from _wait import wait_until
 from fastagent import cli
 from fastagent.analysis import compare, compare_run, compare_table, idle, proctree
 from fastagent.analysis.compare_schema import Comparison, json_schema
+from fastagent.dataset import default_dataset_path, load_tasks
+from fastagent.sim.launcher import SimProcess
+from fastagent.sim.wire import SimRun
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Seconds after which a wait gives up: a guard against a hang, never a claim about speed.
+HANG_GUARD = 120.0
 SCHEMA = ROOT / "docs" / "compare.schema.json"
 
 #: A runner that follows the contract with nothing but the standard library: the spec goes in
@@ -92,9 +99,13 @@ TINY = textwrap.dedent(
 
 def _fastagent(*argv: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "fastagent", *argv], env=child_env(), capture_output=True,
-        text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        [sys.executable, "-m", "fastagent", *argv],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 # ---- the pieces ------------------------------------------------------------------------------
@@ -195,8 +206,9 @@ def test_the_process_rule_finds_the_holder_of_the_connections_under_a_wrapper(
         port = listener.getsockname()[1]
         # sh runs two commands, so it cannot exec the holder: a wrapper stays at the top
         command = f"true; {sys.executable} {script} {port} 3; true"
-        proc = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True)  # fmt: skip
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         watch = proctree.TreeWatch(proc.pid, port, interval=0.05, conn_interval=0.05)
         try:
             assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
@@ -236,6 +248,145 @@ def test_endpoint_sockets_sees_a_connection_by_its_inode() -> None:
             inode = os.fstat(client.fileno()).st_ino
             assert inode in proctree.endpoint_sockets(port)
             assert inode in proctree._proc_net_tcp(port)
+
+
+# ---- the simulator's part: the task in any message, a run's figures ------------------------
+
+
+def _http(base: str, method: str, path: str, body: object = None) -> tuple[int, bytes]:
+    url = urllib.parse.urlsplit(base)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=HANG_GUARD)
+    try:
+        data = None if body is None else json.dumps(body)
+        conn.request(method, url.path + path, data, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def _sim_run(base: str, reset: bool = False) -> SimRun:
+    status, raw = _http(base, "POST" if reset else "GET", "/sim/run/reset" if reset else "/sim/run")
+    assert status == 200, raw
+    return msgspec.json.decode(raw, type=SimRun)
+
+
+def _chat(base: str, messages: list[dict[str, str]], stream: bool = True) -> tuple[int, str, int]:
+    """(status, the reply's text, its completion tokens)"""
+    status, raw = _http(
+        base,
+        "POST",
+        "/chat/completions",
+        {"model": "fastagent-sim", "messages": messages, "stream": stream},
+    )
+    if status != 200:
+        return status, "", 0
+    if not stream:
+        body = json.loads(raw)
+        return status, body["choices"][0]["message"]["content"], body["usage"]["completion_tokens"]
+    text, tokens = [], 0
+    for line in raw.split(b"\n"):
+        if line.startswith(b"data: {"):
+            event = json.loads(line[6:])
+            for choice in event["choices"]:
+                text.append(choice["delta"].get("content") or "")
+            tokens = (event.get("usage") or {}).get("completion_tokens", tokens)
+    return status, "".join(text), tokens
+
+
+def _tasks() -> dict[str, str]:
+    return {t.id: t.spec for t in load_tasks(default_dataset_path(), 3)}
+
+
+def test_the_sim_places_the_task_from_any_message_and_counts_what_it_cannot() -> None:
+    spec = _tasks()["HumanEval/0"]
+    with SimProcess(["--profile", "ttft_ms=0,itl_ms=0,p_first=1,p_recover=0"]) as sim:
+        base = sim.base_url
+        _sim_run(base, reset=True)
+        in_system = [
+            {"role": "system", "content": f"Solve:\n{spec}"},
+            {"role": "user", "content": "Go."},
+        ]
+        in_second_user = [
+            {"role": "user", "content": "Hello."},
+            {"role": "user", "content": f"Now this one:\n{spec}"},
+        ]
+        nowhere = [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Write some code."},
+        ]
+        for messages in (in_system, in_second_user):
+            for stream in (True, False):
+                status, text, _ = _chat(base, messages, stream)
+                assert status == 200 and "def has_close_elements" in text, text
+        status, text, _ = _chat(base, nowhere)
+        assert status == 200 and "could not find a task" in text
+        run = _sim_run(base)
+    assert (run.requests, run.unplaced) == (5, 1)
+
+
+def test_the_sim_counts_a_run_and_a_reset_starts_the_next() -> None:
+    specs = _tasks()
+    profile = "ttft_ms=30,itl_ms=0,seed=2,faults=http_503:0.5"
+    with SimProcess(["--profile", profile]) as sim:
+        base = sim.base_url
+        first = _sim_run(base, reset=True)
+        results = [_chat(base, [{"role": "user", "content": spec}]) for spec in specs.values()]
+        results += [_chat(base, [{"role": "user", "content": specs["HumanEval/1"]}], False)]
+        run = _sim_run(base)
+        again = _sim_run(base, reset=True)
+        statuses = [_chat(base, [{"role": "user", "content": spec}])[0] for spec in specs.values()]
+        after = _sim_run(base)
+    served = [tokens for status, _, tokens in results if status == 200]
+    assert first.epoch + 1 == again.epoch == after.epoch
+    assert run.requests == 4 and run.unplaced == 0 and run.output_tokens == sum(served)
+    assert run.ttft_ms.count == run.server_ms.count == len(served) >= 1
+    assert run.ttft_ms.p50 is not None and run.ttft_ms.p50 >= 30  # the profile's TTFT, served
+    assert run.server_ms.max is not None and run.server_seconds * 1000 >= run.server_ms.max
+    assert run.peak_streams >= 1 and run.streams == 0
+    assert (again.requests, again.output_tokens, again.ttft_ms.count) == (0, 0, 0)
+    # the request numbering restarted: the same fault draws as the run before
+    assert statuses == [status for status, _, _ in results[:3]]
+    assert after.requests == 3
+
+
+def test_peak_streams_counts_requests_in_progress_at_once() -> None:
+    spec = _tasks()["HumanEval/2"]
+    body = json.dumps(
+        {"model": "m", "stream": True, "messages": [{"role": "user", "content": spec}]}
+    ).encode()
+    with SimProcess(["--profile", "ttft_ms=0,itl_ms=0,faults=stall:1"]) as sim:
+        base = sim.base_url
+        _sim_run(base, reset=True)
+        url = urllib.parse.urlsplit(base)
+        head = (
+            f"POST {url.path}/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        clients = [socket.create_connection((url.hostname, url.port)) for _ in range(3)]
+        try:
+            for client in clients:
+                client.sendall(head.encode() + body)
+            assert wait_until(lambda: _sim_run(base).streams == 3, HANG_GUARD)  # all stalled
+        finally:
+            for client in clients:
+                client.close()
+        assert wait_until(lambda: _sim_run(base).streams == 0, HANG_GUARD)
+        run = _sim_run(base)
+        assert (run.peak_streams, run.requests, run.ttft_ms.count) == (3, 3, 0)
+        assert _sim_run(base, reset=True).peak_streams == 0
+
+
+def test_workers_share_a_runs_figures() -> None:
+    specs = list(_tasks().values())
+    with SimProcess(["--profile", "ttft_ms=0,itl_ms=0", "--workers", "2"]) as sim:
+        base = sim.base_url
+        epoch = _sim_run(base, reset=True).epoch
+        served = [_chat(base, [{"role": "user", "content": specs[i % 3]}])[2] for i in range(12)]
+        runs = [_sim_run(base) for _ in range(4)]  # whichever worker answers
+    for run in runs:
+        assert (run.epoch, run.requests, run.output_tokens) == (epoch, 12, sum(served))
+        assert run.ttft_ms.count == 12 and run.unplaced == 0
 
 
 # ---- the command line -----------------------------------------------------------------------
@@ -310,7 +461,7 @@ def comparison(
         # requests that take ~0.5 s: long enough for the connection scans to see them
         *("--sim-profile", "ttft_ms=300,itl_ms=2,seed=1", "--sample-interval", "0.05"),
         *("--out", str(out), "--plot"),
-    )  # fmt: skip
+    )
     return proc, out
 
 
@@ -326,8 +477,11 @@ def test_compare_json_validates_against_its_schema(comparison: tuple) -> None:
         json.loads((out / "compare.json").read_text()), json.loads(SCHEMA.read_text())
     )
     report = _report(out)
-    assert report.order == [f"{name}#{r}" for r in (1, 2) for name in
-                            ("fastagent", "tiny", "wrapped", "unplaced", "broken")]  # fmt: skip
+    assert report.order == [
+        f"{name}#{r}"
+        for r in (1, 2)
+        for name in ("fastagent", "tiny", "wrapped", "unplaced", "broken")
+    ]
     assert report.endpoint is not None and report.finished_at and not report.interrupted
 
 

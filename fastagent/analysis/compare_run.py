@@ -21,7 +21,6 @@ import signal
 import subprocess
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ import psutil
 
 from ..dataset import DATASET_NAME, Task
 from ..errors import CompareError, ReportError
-from ..schema import Distribution
+from ..sim.wire import SimRun
 from . import children
 from .compare_schema import (
     EndpointFigures,
@@ -85,19 +84,6 @@ def resolve_command(command: str, origin: Path) -> str:
 # ---- the endpoint's counters ----------------------------------------------------------------
 
 
-class _SimStats(msgspec.Struct):
-    """GET /v1/sim/stats, as the referee reads it."""
-
-    epoch: int = 0
-    requests: int = 0
-    unplaced: int = 0
-    output_tokens: int = 0
-    peak_streams: int = 0
-    ttft_ms: Distribution = msgspec.field(default_factory=Distribution)
-    server_ms: Distribution = msgspec.field(default_factory=Distribution)
-    server_seconds: float = 0.0
-
-
 @dataclass(frozen=True)
 class Endpoint:
     """The one simulated endpoint: its URL, model and process."""
@@ -110,27 +96,24 @@ class Endpoint:
     def port(self) -> int:
         return int(self.base_url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
 
-    def _call(self, path: str, method: str = "GET") -> _SimStats:
+    def _call(self, path: str, method: str = "GET") -> SimRun:
         request = urllib.request.Request(
             self.base_url + path, method=method, data=b"" if method == "POST" else None
         )
         with urllib.request.urlopen(request, timeout=30) as response:
-            return msgspec.json.decode(response.read(), type=_SimStats)
+            return msgspec.json.decode(response.read(), type=SimRun)
 
     def reset(self) -> int:
-        """Zero its per-run counters; returns the new epoch. CompareError when the endpoint
-        does not answer (nothing can be measured against it)."""
+        """A new run at the endpoint (``POST /v1/sim/run/reset``); returns its epoch.
+        CompareError when the endpoint does not answer (nothing can be measured against it)."""
         try:
-            return self._call("/sim/stats/reset", "POST").epoch
-        except urllib.error.HTTPError as exc:  # INTERIM until the simulator has the reset
-            if exc.code == 404:
-                return 0
-            raise CompareError(f"the simulated endpoint refused a reset: {exc}") from None
+            return self._call("/sim/run/reset", "POST").epoch
         except (OSError, msgspec.DecodeError) as exc:
             raise CompareError(f"the simulated endpoint stopped answering: {exc}") from None
 
-    def stats(self) -> _SimStats:
-        return self._call("/sim/stats")
+    def stats(self) -> SimRun:
+        """The run's figures so far (``GET /v1/sim/run``)."""
+        return self._call("/sim/run")
 
     def cpu_seconds(self) -> float | None:
         with contextlib.suppress(psutil.Error):
