@@ -94,16 +94,19 @@ class RuntimeFigures(msgspec.Struct, kw_only=True):
 
 
 class EndpointFigures(msgspec.Struct, kw_only=True):
-    """What the simulated endpoint saw of the run (its counters, reset before the run)."""
+    """What the simulated endpoint saw of the run (GET /v1/sim/run after a reset before it)."""
 
     requests: Annotated[int, _doc("chat requests")]
     unplaced: Annotated[int, _doc("of those, requests whose messages held no task's spec")]
-    output_tokens: Annotated[int, _doc("completion tokens served")]
-    peak_streams: Annotated[int, _doc("most chat responses in progress at once")]
+    output_tokens: Annotated[int, _doc("completion tokens of the answers written in full")]
+    peak_streams: Annotated[int, _doc("most chat requests in progress at once")]
     ttft_ms: Annotated[
-        Distribution, _doc("handling started -> first content event written, per request")
+        Distribution,
+        _doc("handling started -> first content event written, per answer written in full"),
     ]
-    server_ms: Annotated[Distribution, _doc("handling started -> last byte written")]
+    server_ms: Annotated[
+        Distribution, _doc("handling started -> its last write, per answer written in full")
+    ]
     server_seconds: Annotated[float, _doc("summed server time of the requests")]
     cpu_seconds: Annotated[float | None, _doc("the endpoint process's user+sys over the run")]
 
