@@ -180,6 +180,8 @@ def test_the_rule_picks_the_most_connections_then_the_longest_held() -> None:
     assert picked is not None and (picked.record.pid, picked.holders) == (3, 2)
     tied = proctree.pick_runtime([record(2, 5, 1, 2), record(3, 5, 4, 3), record(4, 5, 4, 1)])
     assert tied is not None and tied.record.pid == 4  # more scans, then the older
+    # pid 2, seen holding in one scan only (a child between fork and exec), is no holder
+    assert tied.holders == 2
 
 
 HOLDER = textwrap.dedent(

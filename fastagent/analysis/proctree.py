@@ -11,9 +11,11 @@ the referee, and at the end names the runtime by one rule, the same for every st
 
 A wrapper holds none; test processes hold none (the sandbox even takes their network away);
 the runtime holds one per stream in flight. A tree where no process ever held a connection
-to the endpoint has no runtime (the stack never talked to it), and a tree where several did
-is flagged (``holders``): a stack that spreads its agents over processes is measured as its
-biggest one, the others count among its descendants only when they are its children.
+to the endpoint has no runtime (the stack never talked to it), and a tree where several did,
+in more than one scan each, is flagged (``holders``; a child caught between fork and exec
+shares its parent's sockets for an instant and is not counted): a stack that spreads its
+agents over processes is measured as its biggest one, the others count among its
+descendants only when they are its children.
 
 How each figure is read, all from ``/proc``, never by asking the process:
 
@@ -274,12 +276,17 @@ class Picked:
 
 
 def pick_runtime(records: Iterable[Record]) -> Picked | None:
-    """The rule: most connections at once, then most scans holding any, then the oldest."""
+    """The rule: most connections at once, then most scans holding any, then the oldest.
+
+    ``holders`` counts the pick and every other process seen holding endpoint connections
+    in more than one scan: a child caught between fork and exec still shares its parent's
+    sockets for an instant, and is no second runtime."""
     holders = [r for r in records if r.max_connections > 0]
     if not holders:
         return None
     best = max(holders, key=lambda r: (r.max_connections, r.connection_scans, -r.start_ticks))
-    return Picked(best, len(holders))
+    others = sum(1 for r in holders if r is not best and r.connection_scans > 1)
+    return Picked(best, 1 + others)
 
 
 @dataclass
