@@ -56,3 +56,27 @@ real-model-install: $(STAMP)
 
 real-model: real-model-install
 	$(BIN)/python scripts/real_model.py run $(ARGS)
+
+# ---- the referee (fastagent compare): fastagent's variants beside the reference stack ----
+# `make compare` makes the reference stack's own venv (stacks/openai-sdk/.venv, from its
+# requirements.txt) and runs fastagent, fastagent --pure-python, fastagent over aiohttp and
+# the openai-sdk stack against one simulated endpoint, 100 tasks at 100 agents, 3 repeats,
+# interleaved, then prints the table (results/compare/compare.md has all of them).
+# COMPARE_ARGS replaces the workload, e.g. COMPARE_ARGS='--tasks 10 --concurrency 10 --repeats 1'.
+.PHONY: compare
+SDK_VENV     := stacks/openai-sdk/.venv
+COMPARE_OUT  ?= results/compare
+COMPARE_ARGS ?= --tasks 100 --concurrency 100 --repeats 3
+
+$(SDK_VENV)/.installed: stacks/openai-sdk/requirements.txt
+	test -x $(SDK_VENV)/bin/python || $(PYTHON) -m venv $(SDK_VENV)
+	$(SDK_VENV)/bin/python -m pip install --quiet -r stacks/openai-sdk/requirements.txt
+	touch $@
+
+compare: $(STAMP) $(SDK_VENV)/.installed
+	$(BIN)/fastagent compare \
+		fastagent="fastagent bench" \
+		fastagent-pure="fastagent bench --pure-python" \
+		fastagent-aiohttp="fastagent bench --http-client aiohttp" \
+		openai-sdk="$(SDK_VENV)/bin/python stacks/openai-sdk/runner.py" \
+		$(COMPARE_ARGS) --plot --out $(COMPARE_OUT) $(ARGS)

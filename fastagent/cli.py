@@ -203,6 +203,12 @@ _COMMANDS = {
         "One fresh `fastagent bench` process per level; writes a table and a chart of peak RSS, "
         "runtime CPU per task, per-call overhead p99 and loop lag p99 against the agents.",
     ),
+    "compare": (
+        "fastagent.analysis.compare",
+        "run stacks' runners under identical conditions and measure each from outside",
+        "The referee: one simulated endpoint for every stack, runs interleaved on an idle "
+        "machine, each stack's runtime process found and measured from /proc the same way.",
+    ),
 }
 
 

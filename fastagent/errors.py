@@ -13,6 +13,7 @@ The tree::
     ├── SimDataError (ValueError)       the simulator's dataset or solutions are unusable
     ├── ReportError                     a summary given to ``report``/``sweep`` is unusable
     ├── SweepError                      a sweep cannot start
+    ├── CompareError                    a comparison cannot start (``fastagent compare``)
     ├── SSELineTooLong (ValueError)     an event-stream line or event grew past its cap
     ├── MalformedChunk (ValueError)     a chat-completion payload is not the expected JSON
     ├── TransportError (OSError)        the HTTP exchange with the endpoint failed
@@ -36,6 +37,7 @@ from __future__ import annotations
 import enum
 
 __all__ = [
+    "CompareError",
     "ConnectFailed",
     "ConnectionBroken",
     "DatasetError",
@@ -128,6 +130,10 @@ class ReportError(FastAgentError):
 
 class SweepError(FastAgentError):
     """The sweep cannot start (bad option, dataset, output directory or endpoint)."""
+
+
+class CompareError(FastAgentError):
+    """The comparison cannot start (bad stack, option, dataset or output directory)."""
 
 
 class SSELineTooLong(FastAgentError, ValueError):

@@ -190,6 +190,19 @@ class Histogram:
             index = min(int(math.log(value / self._LOW) / self._GROWTH) + 1, self._SIZE - 1)
         self._counts[index] += 1
 
+    @classmethod
+    def bucket(cls, value: float) -> int:
+        """The index of the bucket :meth:`add` counts ``value`` in (a histogram kept elsewhere,
+        e.g. in shared memory, counts with it and is read back through :meth:`merged`)."""
+        if value <= cls._LOW:
+            return 0
+        return min(int(math.log(value / cls._LOW) / cls._GROWTH) + 1, cls._SIZE - 1)
+
+    @classmethod
+    def buckets(cls) -> int:
+        """How many buckets a histogram has."""
+        return cls._SIZE
+
     def percentile(self, q: float) -> float:
         """The q-th percentile (0 < q <= 100), nearest-rank, clamped to the observed min/max."""
         if not self.count:

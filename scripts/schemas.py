@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Write the published JSON Schemas of the results into docs/ (run after changing schema.py).
+"""Write the published JSON Schemas into docs/ (run after changing schema.py or
+fastagent/analysis/compare_schema.py).
 
     .venv/bin/python scripts/schemas.py          # rewrites docs/summary.schema.json, ...
     .venv/bin/python scripts/schemas.py --check  # exit 1 if a committed file differs
 
-Other stacks validate their own ``*_summary.json`` and CSV rows against these files;
-tests/test_schema.py fails when a committed file is not what ``fastagent.schema`` makes.
+Other stacks validate their own ``*_summary.json`` and CSV rows against summary.schema.json
+and task_row.schema.json; compare.schema.json is ``fastagent compare``'s ``compare.json``.
+tests/test_schema.py and tests/test_compare.py fail when a committed file is not what the
+Structs make.
 """
 
 from __future__ import annotations
@@ -16,16 +19,22 @@ from pathlib import Path
 
 import msgspec
 
+from fastagent.analysis.compare_schema import json_schema as compare_schema
 from fastagent.schema import json_schemas
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def schemas() -> dict[str, dict[str, object]]:
+    """Every published schema, by file name under docs/."""
+    return {**json_schemas(), "compare.schema.json": compare_schema()}
 
 
 def rendered() -> dict[str, bytes]:
     """Each schema file's committed bytes: indented JSON and a final newline."""
     return {
         name: msgspec.json.format(msgspec.json.encode(schema), indent=2) + b"\n"
-        for name, schema in json_schemas().items()
+        for name, schema in schemas().items()
     }
 
 

@@ -1,4 +1,4 @@
-"""The charts of ``fastagent report --plot`` and ``fastagent sweep``: the one place that
+"""The charts of ``fastagent report --plot``, ``sweep`` and ``compare``: the one place that
 imports matplotlib (``pip install 'fastagent[plot]'``), with the Agg backend, and only when
 a chart is drawn.
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["PLOT_HINT", "report_charts", "sweep_chart"]
+__all__ = ["PLOT_HINT", "compare_chart", "report_charts", "sweep_chart"]
 
 PLOT_HINT = "pip install 'fastagent[plot]'"
 
@@ -202,3 +202,43 @@ def _annotate(ax: Axes, points: Sequence[tuple[int, float]]) -> None:
     for x, y in points:
         ax.annotate(f"{y:.3g}", (x, y), textcoords="offset points", xytext=(0, 6),
                     ha="center", fontsize="small")  # fmt: skip
+
+
+def compare_chart(
+    names: Sequence[str],
+    panels: Sequence[tuple[str, Sequence[Sequence[float]]]],
+    path: str | Path,
+    title: str = "",
+) -> Path:
+    """One panel per ``(title, values)`` of ``panels`` (at most 6), ``values[i]`` being stack
+    ``names[i]``'s figure in each of its runs: a bar at the median, a whisker from min to max,
+    a dot per run."""
+    fig = _figure(figsize=(14, 8))
+    axes = fig.subplots(2, 3).flatten()
+    xs = range(len(names))
+    for ax, (label, values) in zip(axes, panels, strict=False):
+        medians = [_median(v) for v in values]
+        ax.bar(xs, [math.nan if m is None else m for m in medians], 0.6, alpha=0.6)
+        for x, runs, m in zip(xs, values, medians, strict=True):
+            if m is None:
+                continue
+            ax.vlines(x, min(runs), max(runs), color="black", linewidth=1)
+            ax.plot([x] * len(runs), runs, "o", color="black", markersize=3)
+            ax.annotate(f"{m:.3g}", (x, m), textcoords="offset points", xytext=(8, 0),
+                        fontsize="small")  # fmt: skip
+        ax.set_xticks(list(xs), list(names), rotation=15)
+        ax.set_title(label)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, Path(path))
+
+
+def _median(values: Sequence[float]) -> float | None:
+    ordered = sorted(values)
+    n = len(ordered)
+    if not n:
+        return None
+    return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2

@@ -2,9 +2,11 @@
 
 Endpoints: ``GET /v1/models``, ``GET /v1/sim/plan`` (the profile and each task's outcome),
 ``GET /v1/sim/stats`` (the chat requests served and the faults injected, by kind),
+``GET /v1/sim/run`` and ``POST /v1/sim/run/reset`` (a run's figures, :mod:`.counters`),
 ``GET /health`` and ``POST /v1/chat/completions``, streamed (:mod:`.stream`) or not
 (:mod:`.body`). A chat request waits the profile's ``start_delay_ms`` (on the pacer's
-timer, never blocking another), then is checked, matched to its task and planned reply,
+timer, never blocking another), then is checked, matched to its task (the spec found in any
+of its system or user messages; counted as unplaced when in none) and planned reply,
 drawn for a fault (:mod:`.faults`), and answered. Handlers are plain functions of the
 connection and the request: nothing in a request's path is a coroutine.
 """
@@ -64,7 +66,7 @@ class _Delayed:
             self.app.start_chat(self.conn, self.request, time.monotonic())
 
     def gone(self) -> None:
-        self.app.chat_done()
+        self.app.exchange_over()
 
 
 class SimApp:
@@ -107,6 +109,8 @@ class SimApp:
             b"/v1/models": {b"GET": self.models},
             b"/v1/sim/plan": {b"GET": self.sim_plan},
             b"/v1/sim/stats": {b"GET": self.sim_stats},
+            b"/v1/sim/run": {b"GET": self.sim_run},
+            b"/v1/sim/run/reset": {b"POST": self.sim_run_reset},
             b"/health": {b"GET": self.health},
             b"/v1/chat/completions": {b"POST": self.chat},
         }
@@ -140,6 +144,12 @@ class SimApp:
     def sim_stats(self, conn: Conn, request: Request) -> None:
         conn.respond(200, stats_body(*self.counters.snapshot()), JSON)
 
+    def sim_run(self, conn: Conn, request: Request) -> None:
+        conn.respond(200, encode(self.counters.run()), JSON)
+
+    def sim_run_reset(self, conn: Conn, request: Request) -> None:
+        conn.respond(200, encode(self.counters.reset()), JSON)
+
     def health(self, conn: Conn, request: Request) -> None:
         conn.respond(200, b"ok", TEXT)
 
@@ -147,6 +157,7 @@ class SimApp:
 
     def chat(self, conn: Conn, request: Request) -> None:
         """Start the request now, or once the profile's start delay has passed."""
+        self.counters.arrived()
         delay = self._pace.start_delay
         if delay > 0:
             waiting = _Delayed(self, conn, request)
@@ -159,13 +170,18 @@ class SimApp:
         """Called once a chat request's exchange is over: its response ended, or its client
         left (a hook; tests use it)."""
 
+    def exchange_over(self) -> None:
+        """A chat request's exchange is over: no longer in progress; then :meth:`chat_done`."""
+        self.counters.left()
+        self.chat_done()
+
     def start_chat(self, conn: Conn, request: Request, started: float) -> None:
         """Handle a chat request that started at ``started``."""
         try:
             req = _checked(request.body)
         except _BadRequest as exc:
             conn.respond(400, error_body(str(exc), "invalid_request_error"), JSON)
-            self.chat_done()
+            self.exchange_over()
             return
         answer = self._answer(req, request.accepted, started)
         fault = answer.fault
@@ -175,19 +191,36 @@ class SimApp:
             else:
                 status, body, headers = self._errors[fault.kind]
                 conn.respond(status, body, JSON, headers)
-            self.chat_done()
+            self.exchange_over()
         elif req.stream:
-            pace, pacer, done = self._pace, self.pacer, self.chat_done
-            StreamedCompletion(conn, answer, pace, pacer, self._model_json, done).start()
+            pace, pacer, done, served = self._pace, self.pacer, self.exchange_over, self.served
+            StreamedCompletion(conn, answer, pace, pacer, self._model_json, done, served).start()
         else:
             BodyCompletion(
-                conn, answer, self._pace, self.pacer, self.profile.model, self.chat_done
+                conn,
+                answer,
+                self._pace,
+                self.pacer,
+                self.profile.model,
+                self.exchange_over,
+                self.served,
             ).start()
+
+    def served(self, answer: Answer, first_byte: float, last_byte: float) -> None:
+        """An answer written in full: into the run's figures."""
+        started = answer.started
+        self.counters.served(answer.n_tokens, first_byte - started, last_byte - started)
 
     def _answer(self, req: ChatRequest, accepted: float, started: float) -> Answer:
         """Decide the answer: the planned reply (or the fault's), cut to the token limit."""
-        prompt_chars, retry, first_user = _conversation(req.messages)
-        task_id = self.data.index.find(first_user) if first_user else None
+        prompt_chars, retry, texts = _conversation(req.messages)
+        task_id = None
+        for text in texts:
+            task_id = self.data.index.find(text)
+            if task_id is not None:
+                break
+        else:
+            self.counters.unplaced()
         reply = self.data.reply(task_id, retry)
         fault = self._next_fault()
         if fault is not None and fault.reply is not None:
@@ -222,17 +255,17 @@ def _checked(raw: bytes) -> ChatRequest:
     return req
 
 
-def _conversation(messages: list[Message]) -> tuple[int, bool, str | None]:
-    """(characters of all messages, whether an assistant message is among them, the first
-    user message's text or None)."""
+def _conversation(messages: list[Message]) -> tuple[int, bool, list[str]]:
+    """(characters of all messages, whether an assistant message is among them, the texts
+    of the others, in order: where the task's spec may be, whatever a stack's wording)."""
     prompt_chars = 0
     retry = False
-    first_user: str | None = None
+    texts: list[str] = []
     for message in messages:
         text = message.text()
         prompt_chars += len(text)
         if message.role == "assistant":
             retry = True
-        elif first_user is None and message.role == "user":
-            first_user = text
-    return prompt_chars, retry, first_user
+        elif text:
+            texts.append(text)
+    return prompt_chars, retry, texts

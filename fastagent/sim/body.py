@@ -27,7 +27,7 @@ _SEND, _RESET, _TRICKLE, _WAIT, _OVER = range(5)
 class BodyCompletion:
     """Writes one answer as a non-streamed completion."""
 
-    __slots__ = ("_answer", "_conn", "_done", "_model", "_pace", "_pacer", "_phase")
+    __slots__ = ("_answer", "_conn", "_done", "_model", "_pace", "_pacer", "_phase", "_served")
 
     def __init__(
         self,
@@ -37,6 +37,7 @@ class BodyCompletion:
         pacer: Pacer,
         model: str,
         done: Callable[[], None],
+        served: Callable[[Answer, float, float], None] | None = None,
     ) -> None:
         self._conn = conn
         self._answer = answer
@@ -44,6 +45,8 @@ class BodyCompletion:
         self._pacer = pacer
         self._model = model
         self._done = done
+        #: told of the answer once written in full: (answer, its write, its write)
+        self._served = served
         self._phase = _SEND
 
     def start(self) -> None:
@@ -101,6 +104,8 @@ class BodyCompletion:
         )
         if fault is None or not fault.alters_body:
             self._conn.respond(200, raw, JSON)
+            if self._served is not None:
+                self._served(answer, sent, sent)
             self._over()
         else:
             self._send_faulty(fault, raw)

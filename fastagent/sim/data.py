@@ -6,7 +6,8 @@ next ``round(p_recover * N)`` wrong on the first attempt and right once the conv
 holds an assistant message (:attr:`Outcome.RECOVER`), and the rest wrong on every attempt
 (:attr:`Outcome.WRONG`). A wrong answer is the task's prompt with ``raise
 NotImplementedError("simulated wrong answer")`` as the body, so every test fails. A prompt
-is matched to the task whose ``spec`` occurs verbatim in its first user message.
+is matched to the task whose ``spec`` occurs verbatim in one of its messages (system or user,
+in order; :mod:`.app`), whatever a stack's wording around it.
 """
 
 from __future__ import annotations

@@ -56,8 +56,8 @@ class StreamedCompletion:
     """Writes one answer as a stream of ``chat.completion.chunk`` events."""
 
     __slots__ = ("_answer", "_at", "_chunks", "_conn", "_content_head", "_done", "_first",
-                 "_head", "_i", "_itl", "_pacer", "_pending", "_phase", "_sizes", "_tails",
-                 "_ttft")  # fmt: skip
+                 "_head", "_i", "_itl", "_pacer", "_pending", "_phase", "_served", "_sizes",
+                 "_tails", "_ttft")  # fmt: skip
 
     def __init__(
         self,
@@ -67,11 +67,14 @@ class StreamedCompletion:
         pacer: Pacer,
         model_json: bytes,
         done: Callable[[], None],
+        served: Callable[[Answer, float, float], None] | None = None,
     ) -> None:
         self._conn = conn
         self._answer = answer
         self._pacer = pacer
         self._done = done
+        #: told of the answer once written in full: (answer, first content event, last write)
+        self._served = served
         self._ttft, self._itl = pace.ttft, pace.itl
         self._chunks = chunks = answer.reply.chunks_of(answer.n_tokens)
         self._head = event_head(answer.cid, answer.created, model_json)
@@ -227,4 +230,6 @@ class StreamedCompletion:
         self._conn.end(
             finish_event(head, answer.finish) + usage_event(head, answer.usage, timing) + DONE_EVENT
         )
+        if self._served is not None:
+            self._served(answer, timing.first_byte, last)
         self._done()

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from ..schema import Distribution
 from .data import STREAM_TAIL, Outcome, Reply
 from .faults import Fault, FaultKind, HttpError
 from .profile import SimProfile
@@ -27,6 +28,7 @@ __all__ = [
     "Completion",
     "Message",
     "Pace",
+    "SimRun",
     "Timing",
     "Usage",
     "completion",
@@ -197,6 +199,30 @@ class _Stats(msgspec.Struct):
 def stats_body(requests: int, injected: dict[FaultKind, int]) -> bytes:
     """``GET /v1/sim/stats``: the chat requests served and the faults injected, by kind."""
     return encode(_Stats(requests, {kind: n for kind, n in injected.items() if n}))
+
+
+class SimRun(msgspec.Struct, kw_only=True):
+    """``GET /v1/sim/run``: what the endpoint saw since its last ``POST /v1/sim/run/reset``
+    (or its start), the run's figures for ``fastagent compare``."""
+
+    #: how many resets came before: a reader checks that nobody reset during its run
+    epoch: int = 0
+    #: chat requests (the same count as /v1/sim/stats, which a reset restarts too)
+    requests: int = 0
+    #: of those, requests where no message (system or user) held a task's spec
+    unplaced: int = 0
+    #: completion tokens of the answers written in full
+    output_tokens: int = 0
+    #: chat requests in progress now (a reset keeps them)
+    streams: int = 0
+    #: the most chat requests in progress at once
+    peak_streams: int = 0
+    #: per answer written in full: handling started -> first content event written
+    ttft_ms: Distribution = msgspec.field(default_factory=Distribution)
+    #: per answer written in full: handling started -> its last write
+    server_ms: Distribution = msgspec.field(default_factory=Distribution)
+    #: their summed server time
+    server_seconds: float = 0.0
 
 
 # ---- streamed events ------------------------------------------------------------------------
