@@ -176,7 +176,7 @@ def test_the_rule_picks_the_most_connections_then_the_longest_held() -> None:
         return r
 
     assert proctree.pick_runtime([record(1, 0, 0, 1)]) is None
-    picked = proctree.pick_runtime([record(1, 0, 0, 1), record(2, 5, 1, 2), record(3, 9, 1, 3)])
+    picked = proctree.pick_runtime([record(1, 0, 0, 1), record(2, 5, 2, 2), record(3, 9, 1, 3)])
     assert picked is not None and (picked.record.pid, picked.holders) == (3, 2)
     tied = proctree.pick_runtime([record(2, 5, 1, 2), record(3, 5, 4, 3), record(4, 5, 4, 1)])
     assert tied is not None and tied.record.pid == 4  # more scans, then the older
