@@ -25,6 +25,7 @@ import contextlib
 import email.utils
 import functools
 import random
+import re
 import time
 from urllib.parse import urlsplit
 
@@ -43,12 +44,22 @@ from .errors import (
     StaleConnection,
 )
 from .speedups import SSEParser, delta_content
-from .telemetry import CallParts, Recorder, ServerTiming, Telemetry, split_call
+from .telemetry import (
+    CallParts,
+    Recorder,
+    ServerDurations,
+    ServerTiming,
+    Telemetry,
+    split_call,
+    split_durations,
+)
 
 __all__ = ["Completion", "LLMClient", "LLMError", "Message"]
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 _DONE = b"[DONE]"
+#: a chunk that ends its choice: a substring test on the bytes, not a decode per chunk
+_FINISHED = re.compile(rb'"finish_reason"\s*:\s*"')
 _COMPLETIONS = "/chat/completions"
 
 
@@ -85,7 +96,12 @@ class _Extras(msgspec.Struct, gc=False):
     usage: _Usage | None = None
     # decoded on its own: a server whose timing has another shape still has its usage read
     fastagent_timing: msgspec.Raw = msgspec.Raw()
+    timings: msgspec.Raw = msgspec.Raw()  # llama-server's own durations
     error: _ErrorBody | str | None = None
+
+
+class _Props(msgspec.Struct, gc=False):
+    build_info: str | None = None
 
 
 class _Request(msgspec.Struct, omit_defaults=True, gc=False):
@@ -100,13 +116,18 @@ class _Request(msgspec.Struct, omit_defaults=True, gc=False):
 
 _decode_extras = msgspec.json.Decoder(_Extras).decode
 _decode_timing = msgspec.json.Decoder(ServerTiming).decode
+_decode_durations = msgspec.json.Decoder(ServerDurations).decode
+_decode_props = msgspec.json.Decoder(_Props).decode
 _encode = msgspec.json.Encoder().encode
 
 
 class _Attempt:
     """Mutable per-attempt state of one streamed call; discarded when the turn is retried."""
 
-    __slots__ = ("chunks", "done", "done_at", "first", "last", "text", "timing", "usage")
+    __slots__ = (
+        "chunks", "done", "done_at", "durations", "finished", "first", "last", "text",
+        "timing", "usage",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         # The reply accumulates as UTF-8 in one buffer: one str object per streamed token
@@ -119,6 +140,9 @@ class _Attempt:
         self.last = 0.0
         self.usage: _Usage | None = None
         self.timing: ServerTiming | None = None
+        self.durations: ServerDurations | None = None
+        #: a choice's finish_reason came: [DONE] without one is a truncated stream
+        self.finished = False
 
 
 class LLMClient:
@@ -192,6 +216,23 @@ class LLMClient:
                     return resp.status, await resp.read(1 << 20)
         except (TimeoutError, OSError) as exc:
             raise LLMError(f"cannot reach {url}: {_describe(exc)}", "connect") from exc
+
+    async def identify(self, timeout: float = 5.0) -> str | None:
+        """The server's name and build: the ``Server`` header of GET {origin}/props, with
+        its ``build_info`` where it answers one (llama.cpp's llama-server); None when the
+        server says neither or does not answer."""
+        try:
+            async with asyncio.timeout(timeout):
+                async with await self.transport.request("GET", "/props") as resp:
+                    header, status = resp.header("Server"), resp.status
+                    body = await resp.read(1 << 20)
+        except (TimeoutError, OSError, LLMError):
+            return None
+        build = None
+        if status == 200:
+            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                build = _decode_props(body).build_info
+        return " ".join(part for part in (header, build) if part) or None
 
     async def warm(self, connections: int) -> int:
         """Open up to ``connections`` pooled connections now, each with a GET /models run at
@@ -352,7 +393,10 @@ class LLMClient:
         except OSError as exc:
             raise LLMError(f"connection broken: {_describe(exc)}", "connection", True) from exc
         self.telemetry.hist["first_byte_wait"].add(first_byte - written)
-        parts = split_call(sent, written, state.first, state.done_at, state.timing)
+        if state.durations is not None and state.timing is None:
+            parts = split_durations(sent, written, state.first, state.done_at, state.durations)
+        else:
+            parts = split_call(sent, written, state.first, state.done_at, state.timing)
         return self._finish(state, sent, parts, task)
 
     def _feed(self, state: _Attempt, payloads: list[bytes], sent: float, task: str) -> bool:
@@ -361,8 +405,14 @@ class LLMClient:
         itl = self.telemetry.hist["itl"]
         for payload in payloads:
             if payload == _DONE:
+                if not state.finished:
+                    raise LLMError(
+                        "stream ended at [DONE] without a finish_reason", "stream_truncated", True
+                    )
                 state.done_at = time.monotonic()
                 return True
+            if not state.finished and _FINISHED.search(payload):
+                state.finished = True
             first = state.chunks == 0
             if self._take(state, payload, cap, itl) and first:
                 self.telemetry.event("first_token", task=task, ttft=round(state.last - sent, 6))
@@ -401,6 +451,9 @@ class LLMClient:
         if extras.fastagent_timing:
             with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
                 state.timing = _decode_timing(extras.fastagent_timing)
+        if extras.timings:
+            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                state.durations = _decode_durations(extras.timings)
 
     async def _read_body(self, resp: Response) -> _Attempt:
         cap = self.config.max_completion_bytes

@@ -176,6 +176,12 @@ def format_summary(s: Summary) -> str:
             f"E2E p50 {_ms(lat.llm_e2e_ms.p50)}   loop lag p99 {_ms(s.loop_lag_ms.p99)}"
         )
         lines.append(_call_parts(lat))
+    if s.machine is not None and s.machine.busy:
+        lines.append(
+            f"  BUSY MACHINE: other work used {s.machine.others_cpu_share * 100:.0f}% of the "
+            f"{s.machine.cores} cores during the run (load {s.machine.load_before:.1f} -> "
+            f"{s.machine.load_after:.1f}); its timings and CPU figures are suspect"
+        )
     if s.interrupted:
         lines.append("  INTERRUPTED: the summary covers the tasks that finished")
     return "\n".join(lines)

@@ -31,7 +31,7 @@ from typing import IO, Any
 
 import msgspec
 
-from . import __version__
+from . import __version__, noise
 from .agent import AgentLoop
 from .config import Config
 from .dataset import Task, default_dataset_path, load_tasks, repeat_tasks
@@ -287,6 +287,9 @@ class Run:
         self.started_at = time.time()
         self.wall = 0.0
         self.cpu0 = self.cpu1 = (0.0, 0.0)
+        self.server: str | None = None
+        self.load0 = self.load1 = noise.Snapshot()
+        self.excluded_cpu = 0.0
 
     def record(self, row: TaskRow) -> None:
         self.tally.add(row)
@@ -294,6 +297,8 @@ class Run:
         self.telemetry.hist["task_overhead"].add(row.overhead_s)
 
     async def main(self) -> None:
+        self.load0 = noise.Snapshot()
+        excluded0 = sum(map(noise.process_cpu_seconds, self.exclude))
         self.cpu0 = cpu_seconds()
         t0 = time.monotonic()
         try:
@@ -318,6 +323,8 @@ class Run:
             await self.lag.stop()
             self.wall = time.monotonic() - t0
             self.cpu1 = cpu_seconds()
+            self.load1 = noise.Snapshot()
+            self.excluded_cpu = sum(map(noise.process_cpu_seconds, self.exclude)) - excluded0
             self.telemetry.finish_samples()
         self.open_fds = len(os.listdir("/proc/self/fd"))
         self.live_children = len(descendants(os.getpid(), frozenset(self.exclude)))
@@ -326,6 +333,7 @@ class Run:
         config = self.config = await _resolve_model(client, self.config)
         client.config = config
         self.sim_profile = await _sim_profile(client)
+        self.server = await client.identify()
         if config.warm_pool:
             await client.warm(min(config.concurrency, len(self.plan.tasks)))
         self.log(
@@ -451,6 +459,7 @@ def build_summary(run: Run, *, started_by_bench: bool) -> Summary:
             simulated=run.sim_profile is not None,
             started_by_bench=started_by_bench,
             sim_profile=run.sim_profile,
+            server=run.server,
         ),
         outcomes=run.tally.outcomes(),
         memory=_memory(run),
@@ -472,7 +481,13 @@ def build_summary(run: Run, *, started_by_bench: bool) -> Summary:
         ),
         versions=_versions(run.plan.pytest_version),
         sharding=None,
+        machine=noise.machine(run.load0, run.load1, _own_cpu(run), wall),
     )
+
+
+def _own_cpu(run: Run) -> float:
+    """CPU seconds of the run's own tree: the runtime, its reaped children, the simulator."""
+    return sum(run.cpu1) - sum(run.cpu0) + run.excluded_cpu
 
 
 def _memory(run: Run) -> Memory:

@@ -40,6 +40,7 @@ __all__ = [
     "Endpoint",
     "Latency",
     "LoopLag",
+    "Machine",
     "Memory",
     "Outcomes",
     "RayCost",
@@ -253,6 +254,29 @@ class Endpoint(msgspec.Struct, kw_only=True):
     sim_profile: Annotated[
         dict[str, Any] | None, _doc("the simulator's profile as GET /sim/plan reports it")
     ] = None
+    server: Annotated[
+        str | None,
+        _doc(
+            "the server's name and build: its Server header, and build_info where GET /props "
+            "answers (llama.cpp's llama-server), e.g. 'llama.cpp b1-0c1e570'"
+        ),
+    ] = None
+
+
+class Machine(msgspec.Struct, kw_only=True):
+    """How busy the machine was while the run ran (fastagent.noise)."""
+
+    cores: int
+    load_before: Annotated[float, _doc("1-minute load average when the run started")]
+    load_after: Annotated[float, _doc("1-minute load average when it ended")]
+    others_cpu_share: Annotated[
+        float,
+        _doc(
+            "CPU used outside the run's own tree (runtime, its test processes, the simulator "
+            "it started) as a share of cores x wall, from /proc/stat"
+        ),
+    ]
+    busy: Annotated[bool, _doc("others_cpu_share above 0.25: the figures are suspect")]
 
 
 class Settings(msgspec.Struct, kw_only=True):
@@ -373,6 +397,9 @@ class Summary(msgspec.Struct, kw_only=True):
     sharding: Annotated[
         Sharding | None, _doc("the shards of a --shards run and their merge; null otherwise")
     ]
+    machine: Annotated[
+        Machine | None, _doc("how busy the machine was (null in summaries written before it)")
+    ] = None
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:

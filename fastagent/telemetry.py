@@ -89,6 +89,18 @@ class ServerTiming(msgspec.Struct, gc=False):
     accepted: float | None = None
 
 
+class ServerDurations(msgspec.Struct, gc=False):
+    """What llama.cpp's ``llama-server`` says of one request (the ``timings`` object of its
+    last streamed chunk): its own compute in milliseconds, without timestamps. ``prompt_ms``
+    ends when the first token is sampled, ``predicted_ms`` runs from there to the last."""
+
+    prompt_ms: float
+    predicted_ms: float
+    prompt_n: int | None = None
+    predicted_n: int | None = None
+    cache_n: int | None = None
+
+
 class CallParts(msgspec.Struct, gc=False, frozen=True):
     """One call's time split on the shared monotonic clock (seconds); the parts add up:
     ``pre_send + endpoint_queue + server + last_byte_lag == e2e``.
@@ -142,6 +154,40 @@ def split_call(
         if first is None or timing.first_byte is None
         else first - timing.first_byte,
         last_byte_lag=done - timing.last_byte,
+    )
+
+
+def split_durations(
+    asked: float, written: float, first: float | None, done: float, timings: ServerDurations
+) -> CallParts:
+    """The parts of a call to a server that reports only its durations (llama-server).
+
+    Its time is ``prompt_ms + predicted_ms``. The first content byte arrives ``prompt_ms``
+    after the server began the request (plus the first token's way out), so the endpoint's
+    queue is what the first byte waited beyond that: ``first - written - prompt_ms``
+    (the wait for a slot, tokenizing, transit); the last byte's lag is what the stream took
+    beyond ``predicted_ms``: ``done - first - predicted_ms``, clamped at 0 and at the
+    queue's 0 with the server's time shortened to keep the sum (its clock and ours differ
+    by rounding only). Without a content byte only the server's time is known.
+
+    >>> d = ServerDurations(prompt_ms=150.0, predicted_ms=800.0)
+    >>> p = split_durations(10.0, 10.001, 10.251, 11.052, d)
+    >>> [round(x, 6) for x in (p.pre_send, p.endpoint_queue, p.server, p.last_byte_lag)]
+    [0.001, 0.1, 0.95, 0.001]
+    """
+    written = min(max(written, asked), done) if written else asked
+    server = (timings.prompt_ms + timings.predicted_ms) / 1000
+    if first is None:
+        return CallParts(e2e=done - asked, pre_send=written - asked, server=server)
+    queue = max(0.0, first - written - timings.prompt_ms / 1000)
+    lag = max(0.0, done - first - timings.predicted_ms / 1000)
+    server = min(server, done - written - queue - lag)
+    return CallParts(
+        e2e=done - asked,
+        pre_send=written - asked,
+        endpoint_queue=queue,
+        server=server,
+        last_byte_lag=lag,
     )
 
 

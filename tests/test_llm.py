@@ -38,6 +38,11 @@ def chunk(content: str | None = None, **extra: object) -> bytes:
     return b"data: " + msgspec.json.encode(body) + b"\n\n"
 
 
+#: the end of a stream: a chunk that finishes the choice, then [DONE]
+FINISH = b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+DONE = FINISH + b"data: [DONE]\n\n"
+
+
 async def stream(
     request: web.Request, events: list[bytes], delay: float = 0.0
 ) -> web.StreamResponse:
@@ -63,6 +68,7 @@ def run(
         app = web.Application()
         app.router.add_post("/v1/chat/completions", handler)
         app.router.add_get("/v1/models", models)
+        app.router.add_get("/props", props)
         runner = web.AppRunner(app)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -87,6 +93,31 @@ def run(
     return uvloop.run(main())
 
 
+async def props(request: web.Request) -> web.Response:
+    """llama-server's GET /props, the part fastagent reads."""
+    return web.json_response(
+        {"build_info": "b1-0c1e570", "total_slots": 4}, headers={"Server": "llama.cpp"}
+    )
+
+
+def test_identify_names_the_server_and_its_build() -> None:
+    async def body(client: LLMClient) -> object:
+        return await client.identify()
+
+    assert run(stream, body) == "llama.cpp b1-0c1e570"  # type: ignore[arg-type]
+
+
+def test_identify_is_none_for_a_server_that_says_nothing() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await stream(request, [chunk("a"), DONE])
+
+    async def body(client: LLMClient) -> object:
+        return await client.identify(timeout=2.0)
+
+    # a server without /props (404) and no Server header of its own
+    assert run(handler, body, base_url="http://127.0.0.1:1/v1") is None
+
+
 def ask(client: LLMClient) -> Awaitable[object]:
     return client.complete([Message("user", "hi")], task="t")
 
@@ -107,7 +138,7 @@ def test_stream_joins_deltas_keeps_usage_and_stops_at_done() -> None:
                 chunk("lo"),
                 chunk(None),
                 b"data: " + msgspec.json.encode(usage) + b"\n\n",
-                b"data: [DONE]\n\n",
+                DONE,
                 chunk("ignored after DONE"),
             ],
         )
@@ -131,7 +162,7 @@ def test_no_auth_header_without_key() -> None:
 
     async def handler(request: web.Request) -> web.StreamResponse:
         seen.append(request.headers.get("Authorization"))
-        return await stream(request, [chunk("x"), b"data: [DONE]\n\n"])
+        return await stream(request, [chunk("x"), DONE])
 
     run(handler, ask)
     assert seen == [None]
@@ -141,7 +172,7 @@ def test_events_split_across_writes_and_lines_beyond_aiohttp_limit() -> None:
     big = "y" * 300_000
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        raw = chunk("a") + chunk(big) + chunk("b") + b"data: [DONE]\n\n"
+        raw = chunk("a") + chunk(big) + chunk("b") + DONE
         pieces = [raw[i : i + 977] for i in range(0, len(raw), 977)]
         return await stream(request, pieces)
 
@@ -152,7 +183,7 @@ def test_events_split_across_writes_and_lines_beyond_aiohttp_limit() -> None:
 def test_crlf_event_stream() -> None:
     async def handler(request: web.Request) -> web.StreamResponse:
         events = [e.replace(b"\n", b"\r\n") for e in (chunk("one "), chunk("two"))]
-        return await stream(request, [*events, b"data: [DONE]\r\n\r\n"])
+        return await stream(request, [*events, DONE.replace(b"\n", b"\r\n")])
 
     assert run(handler, ask).text == "one two"
 
@@ -185,7 +216,7 @@ def test_500_then_success_is_retried() -> None:
         calls.append(time.monotonic())
         if len(calls) < 3:
             return web.json_response({"error": {"message": "overloaded"}}, status=500)
-        return await stream(request, [chunk("ok"), b"data: [DONE]\n\n"])
+        return await stream(request, [chunk("ok"), DONE])
 
     telemetry_holder: list[Telemetry] = []
 
@@ -206,7 +237,7 @@ def test_retryable_statuses(status: int) -> None:
         calls.append(1)
         if len(calls) == 1:
             return web.Response(status=status, text="busy")
-        return await stream(request, [chunk("ok"), b"data: [DONE]\n\n"])
+        return await stream(request, [chunk("ok"), DONE])
 
     assert run(handler, ask).retries == 1
 
@@ -218,7 +249,7 @@ def test_retry_after_is_honoured() -> None:
         calls.append(time.monotonic())
         if len(calls) == 1:
             return web.Response(status=429, headers={"Retry-After": "0.4"}, text="slow down")
-        return await stream(request, [chunk("ok"), b"data: [DONE]\n\n"])
+        return await stream(request, [chunk("ok"), DONE])
 
     run(handler, ask, backoff_max=5.0)
     assert calls[1] - calls[0] >= 0.38
@@ -261,7 +292,7 @@ def test_kept_alive_connection_closed_by_the_server_is_sent_again(http_client: s
         if len(calls) == 2:
             assert request.transport is not None
             request.transport.close()  # drop the reused connection without an answer
-        return await stream(request, [chunk("ok"), b"data: [DONE]\n\n"])
+        return await stream(request, [chunk("ok"), DONE])
 
     async def body(client: LLMClient) -> list[object]:
         return [await ask(client), await ask(client)]
@@ -283,7 +314,7 @@ def test_truncated_stream_is_retried_whole() -> None:
         calls.append(1)
         if len(calls) == 1:
             return await stream(request, [chunk("partial ")])
-        return await stream(request, [chunk("whole"), b"data: [DONE]\n\n"])
+        return await stream(request, [chunk("whole"), DONE])
 
     result = run(handler, ask)
     assert result.text == "whole" and result.retries == 1
@@ -298,7 +329,7 @@ def test_silence_between_bytes_times_out_and_retries() -> None:
             resp = await stream(request, [chunk("stall")])
             await asyncio.sleep(5)
             return resp
-        return await stream(request, [chunk("fresh"), b"data: [DONE]\n\n"])
+        return await stream(request, [chunk("fresh"), DONE])
 
     async def timed(client: LLMClient) -> tuple[object, float, dict[str, int]]:
         t0 = time.monotonic()
@@ -327,7 +358,7 @@ def test_malformed_chunk_is_retried() -> None:
         calls.append(1)
         if len(calls) == 1:
             return await stream(request, [b'data: {"choices": [{"delta": {"content": "x"\n\n'])
-        return await stream(request, [chunk("good"), b"data: [DONE]\n\n"])
+        return await stream(request, [chunk("good"), DONE])
 
     result = run(handler, ask)
     assert result.text == "good" and result.retries == 1
@@ -344,7 +375,7 @@ def test_error_event_in_stream() -> None:
 
 def test_completion_size_cap() -> None:
     async def handler(request: web.Request) -> web.StreamResponse:
-        return await stream(request, [chunk("z" * 1000) for _ in range(20)] + [b"data: [DONE]\n\n"])
+        return await stream(request, [chunk("z" * 1000) for _ in range(20)] + [DONE])
 
     with pytest.raises(LLMError, match="larger than") as info:
         run(handler, ask, max_completion_bytes=5000)
@@ -364,9 +395,7 @@ def test_timing_from_server_gives_overhead() -> None:
         last = time.monotonic()
         timing = {"started": started, "first_byte": first, "last_byte": last}
         final = {"choices": [], "usage": {"completion_tokens": 2}, "fastagent_timing": timing}
-        await resp.write(
-            chunk("b") + b"data: " + msgspec.json.encode(final) + b"\n\ndata: [DONE]\n\n"
-        )
+        await resp.write(chunk("b") + b"data: " + msgspec.json.encode(final) + b"\n\n" + DONE)
         return resp
 
     result = run(handler, ask)
@@ -381,9 +410,55 @@ def test_timing_from_server_gives_overhead() -> None:
     assert parts.runtime_overhead == parts.pre_send + parts.last_byte_lag
 
 
+def test_llama_server_durations_split_the_call() -> None:
+    """A server that reports only durations (llama-server's ``timings``): its time is
+    prompt_ms + predicted_ms, the first byte's wait beyond prompt_ms is its queue."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await asyncio.sleep(0.08)  # 30 ms of it queued, 50 ms the prompt
+        await resp.write(chunk("a"))
+        await asyncio.sleep(0.04)
+        timings = {"prompt_n": 9, "prompt_ms": 50.0, "predicted_n": 2, "predicted_ms": 40.0}
+        final = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        await resp.write(chunk("b") + b"data: " + msgspec.json.encode(final | {"timings": timings}))
+        await resp.write(b"\n\ndata: [DONE]\n\n")
+        return resp
+
+    parts = run(handler, ask).parts  # type: ignore[attr-defined]
+    assert parts is not None and parts.server is not None and parts.endpoint_queue is not None
+    assert parts.server <= 0.09 and parts.endpoint_queue >= 0.025  # timers fire ~1 ms early
+    assert parts.first_byte_lag is None and parts.last_byte_lag is not None
+    total = parts.pre_send + parts.endpoint_queue + parts.server + parts.last_byte_lag
+    assert abs(total - parts.e2e) < 1e-9
+
+
+@pytest.mark.parametrize("finish", [False, True])
+def test_done_without_a_finish_reason_is_a_truncated_stream(finish: bool) -> None:
+    """[DONE] with no finish_reason before it is retried as truncated; a finish_reason that
+    comes with the last content counts."""
+    calls = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        calls.append(1)
+        last = chunk("b") if len(calls) == 1 else FINISH
+        if finish:  # the finish_reason beside the content, as some servers send it
+            last = b'data: {"choices":[{"delta":{"content":"b"},"finish_reason": "length"}]}\n\n'
+        return await stream(request, [chunk("a"), last, b"data: [DONE]\n\n"])
+
+    async def body(client: LLMClient) -> object:
+        return await ask(client), client.telemetry.retry_causes
+
+    result, causes = run(handler, body)  # type: ignore[misc]
+    assert result.text == "ab" if finish else result.text == "a"
+    assert (len(calls), causes) == ((1, {}) if finish else (2, {"stream_truncated": 1}))
+
+
 def test_an_endpoint_without_timing_leaves_its_parts_unknown() -> None:
     async def handler(request: web.Request) -> web.StreamResponse:
-        return await stream(request, [chunk("a"), chunk("b"), b"data: [DONE]\n\n"])
+        return await stream(request, [chunk("a"), chunk("b"), DONE])
 
     async def body(client: LLMClient) -> object:
         return await ask(client), client.telemetry.latency()
@@ -417,7 +492,7 @@ def test_a_queued_request_is_waited_for_not_retried() -> None:
         calls.append(1)
         await request.read()
         await asyncio.sleep(1.0)  # queued: not a byte sent
-        return await stream(request, [chunk("at last"), b"data: [DONE]\n\n"])
+        return await stream(request, [chunk("at last"), DONE])
 
     async def body(client: LLMClient) -> tuple[object, Latency]:
         return await ask(client), client.telemetry.latency()
@@ -458,7 +533,7 @@ def test_the_call_deadline_runs_from_the_first_byte() -> None:
 
 def test_warm_opens_the_connections_the_agents_will_use(http_client: str) -> None:
     async def handler(request: web.Request) -> web.StreamResponse:
-        return await stream(request, [chunk("ok"), b"data: [DONE]\n\n"])
+        return await stream(request, [chunk("ok"), DONE])
 
     def idle(client: LLMClient) -> int:
         transport: Any = client.transport  # each pool's own idle list

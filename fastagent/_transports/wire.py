@@ -107,10 +107,12 @@ class State(enum.IntEnum):
 
 _HEAD, _BODY, _UNTIL_CLOSE, _DONE = State.HEAD, State.BODY, State.UNTIL_CLOSE, State.DONE
 
-#: Header fields a 2xx head is parsed with (framing and coding), and the one it keeps.
+#: Header fields a 2xx head is parsed with (framing and coding) and those it keeps
+#: (Content-Type, and Server: the server's name for the summary, a few bytes per head).
 _FRAMING = frozenset(
-    (b"content-type", b"content-length", b"transfer-encoding", b"content-encoding")
+    (b"content-type", b"content-length", b"transfer-encoding", b"content-encoding", b"server")
 )
+_KEPT = ("content-type", "server")
 #: The connection whose bytes a parser is being fed (a stack: feeds do not nest in practice,
 #: but a sink that somehow caused one would find its own connection).
 _FEEDING: list[_Conn] = []
@@ -208,8 +210,8 @@ class _Conn(asyncio.BufferedProtocol):
         self.state = _HEAD
         self.status = 0
         #: the kept header fields, ``name:value\r\n`` with names lower-cased: while the
-        #: head arrives a bytearray, then bytes (of a 2xx head, Content-Type only: a dict of
-        #: str would cost each agent in flight about 1 KiB)
+        #: head arrives a bytearray, then bytes (of a 2xx head, Content-Type and Server
+        #: only: a dict of str would cost each agent in flight about 1 KiB)
         self.head: bytes | bytearray = bytearray()
         self.keep_alive = False
         #: when the response's first byte arrived (0.0: none yet)
@@ -342,8 +344,9 @@ class _Conn(asyncio.BufferedProtocol):
             self.encoding = _content_coding(fields.get("content-encoding", ""))
         self.status = status
         if 200 <= status < 300:
-            ctype = fields.get("content-type")
-            self.head = b"" if ctype is None else b"content-type:%s\r\n" % ctype.encode("latin-1")
+            self.head = b"".join(
+                f"{name}:{fields[name]}\r\n".encode("latin-1") for name in _KEPT if name in fields
+            )
         else:
             self.head = bytes(self.head)
         self.framing = 0
@@ -569,11 +572,11 @@ class WireResponse(BodyReader):
     @property
     def headers(self) -> dict[str, str]:
         """The response headers, names lower-cased (repeated ones joined with ``, ``); of a
-        2xx response only Content-Type is kept."""
+        2xx response only Content-Type and Server are kept."""
         return header_fields(self._conn.head)
 
     def header(self, name: str) -> str:
-        """A response header by case-insensitive name, or ``''`` (2xx: Content-Type only)."""
+        """A response header by case-insensitive name, or ``''`` (2xx: Content-Type, Server)."""
         return header_fields(self._conn.head).get(name.lower(), "")
 
     async def read_chunk(self) -> bytes:
