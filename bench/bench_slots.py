@@ -117,6 +117,20 @@ def one_level(
         "load_start": round(load0, 1),
         "load_5min_end": round(os.getloadavg()[1], 1),
         "problems": problems,
+        # the call parts (docs/results.md: llama-server's timings split each call)
+        "parts": {
+            name: summary["latency"][f"{name}_ms"]
+            for name in (
+                "llm_e2e",
+                "pre_send",
+                "endpoint_queue",
+                "server",
+                "last_byte_lag",
+                "runtime_overhead",
+                "first_byte_wait",
+            )
+        },
+        "server": summary["endpoint"].get("server"),
     }
 
 

@@ -396,7 +396,7 @@ class Summary(msgspec.Struct, kw_only=True):
     versions: Versions
     sharding: Annotated[
         Sharding | None, _doc("the shards of a --shards run and their merge; null otherwise")
-    ]
+    ] = None
     machine: Annotated[
         Machine | None, _doc("how busy the machine was (null in summaries written before it)")
     ] = None

@@ -50,7 +50,9 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
+import urllib.request
 import zipfile
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -678,6 +680,67 @@ class Server:
         self.stop()
 
 
+class MetricsWatch:
+    """llama-server's ``GET /metrics`` scraped once a second while a run goes: the queueing
+    side of the run (requests being processed, requests deferred for want of a free slot)
+    and its token counters, read outside the measured process; use as a context manager."""
+
+    GAUGES = ("llamacpp:requests_processing", "llamacpp:requests_deferred")
+
+    def __init__(self, origin: str, interval: float = 1.0) -> None:
+        self.origin = origin
+        self.interval = interval
+        self.samples: list[dict[str, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="metrics", daemon=True)
+
+    def scrape(self) -> dict[str, float]:
+        """One read of /metrics: every ``llamacpp:`` sample by name (empty on failure)."""
+        try:
+            with urllib.request.urlopen(self.origin + "/metrics", timeout=5) as resp:
+                text = resp.read().decode("utf-8", "replace")
+        except (OSError, ValueError):
+            return {}
+        found: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("llamacpp:"):
+                name, _, value = line.partition(" ")
+                with contextlib.suppress(ValueError):
+                    found[name] = float(value)
+        return found
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            got = self.scrape()
+            if got:
+                got["t"] = time.monotonic()
+                self.samples.append(got)
+            self._stop.wait(self.interval)
+
+    def summary(self) -> dict[str, Any]:
+        """Peaks and means of the gauges over the scrapes, the counters' first and last."""
+        out: dict[str, Any] = {"scrapes": len(self.samples), "interval_s": self.interval}
+        for gauge in self.GAUGES:
+            values = [s[gauge] for s in self.samples if gauge in s]
+            short = gauge.split(":", 1)[1]
+            out[f"{short}_max"] = max(values, default=None)
+            out[f"{short}_mean"] = round(sum(values) / len(values), 2) if values else None
+        if self.samples:
+            first, last = self.samples[0], self.samples[-1]
+            for name in ("llamacpp:prompt_tokens_total", "llamacpp:tokens_predicted_total"):
+                if name in first and name in last:
+                    out[name.split(":", 1)[1]] = last[name] - first[name]
+        return out
+
+    def __enter__(self) -> MetricsWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
 @contextlib.contextmanager
 def signals_as_interrupt() -> Iterator[None]:
     """SIGTERM and SIGHUP raise KeyboardInterrupt, as Ctrl-C does (also where the shell
@@ -935,7 +998,15 @@ def run(args: argparse.Namespace) -> int:
                 max_tokens=args.max_tokens, trace=trace, python=str(BENCH_PYTHON), extra=extra,
             )  # fmt: skip
             log("$ " + " ".join(children.bench_command([*bench, "--results-dir", str(scratch)])))
-            result = children.run_bench(bench, results_dir=scratch)
+            with MetricsWatch(server.origin) as watch:
+                result = children.run_bench(bench, results_dir=scratch)
+            info["metrics"] = metrics = watch.summary()
+            base.with_name(base.name + "_server.json").write_text(json.dumps(info, indent=2) + "\n")
+            log(
+                f"server /metrics over {metrics['scrapes']} scrapes: requests processing max "
+                f"{metrics['requests_processing_max']}, deferred (waiting for a slot) max "
+                f"{metrics['requests_deferred_max']}, mean {metrics['requests_deferred_mean']}"
+            )
         finally:
             server.stop()
             log(f"server stopped; its log: {server_log}")

@@ -214,9 +214,27 @@ def test_bench_slice_against_real_model(server: object, tmp_path: Path) -> None:
         trace=trace,
         extra=rm.QUEUE_SAFE_TIMEOUTS,
     )
-    run = children.run_bench(args, results_dir=results, cwd=tmp_path, capture_stderr=True)
+    with rm.MetricsWatch(server.origin, interval=0.5) as watch:  # type: ignore[attr-defined]
+        run = children.run_bench(args, results_dir=results, cwd=tmp_path, capture_stderr=True)
     assert run.returncode == 0, run.stderr
     assert run.summary is not None
+    # the queueing side, from the server: 10 agents on fewer slots, so some requests waited
+    metrics = watch.summary()
+    assert metrics["scrapes"] > 0 and metrics["requests_processing_max"] >= 1, metrics
+    assert metrics["requests_deferred_max"] >= 1 and metrics["tokens_predicted"] > 0, metrics
+    summary = json.loads(Path(run.summary).read_text())
+    assert (
+        summary["endpoint"]["server"] == f"llama.cpp b{rm.LLAMA_BUILD_NUMBER}-{rm.LLAMA_CPP_COMMIT}"
+    )
+    # every call split by the server's timings, the parts adding up to its E2E
+    latency = summary["latency"]
+    calls = latency["llm_e2e_ms"]["count"]  # the calls that completed
+    assert calls > 0 and latency["server_ms"]["count"] == calls
+    assert latency["runtime_overhead_ms"]["count"] == calls
+    for ev in rm.read_trace(trace):
+        if ev.get("event") == "completion":
+            parts = ev["pre_send"] + ev["endpoint_queue"] + ev["server"] + ev["last_byte_lag"]
+            assert abs(parts - ev["e2e"]) < 1e-5, ev
     (csv_path,) = results.glob("python_*.csv")
     rows = read_rows(csv_path)
     assert len(rows) == SLICE_TASKS

@@ -430,9 +430,11 @@ def _imports_after(code: str) -> None:
 
 def test_bench_never_imports_analysis_or_matplotlib() -> None:
     assert ANALYSIS_MODULES == [
-        "fastagent.analysis.children", "fastagent.analysis.plots", "fastagent.analysis.report",
-        "fastagent.analysis.samples", "fastagent.analysis.summaries", "fastagent.analysis.sweep",
-        "fastagent.analysis.tables",
+        f"fastagent.analysis.{m}"
+        for m in (
+            "children", "compare", "compare_run", "compare_schema", "compare_table", "idle",
+            "plots", "proctree", "report", "samples", "summaries", "sweep", "tables",
+        )
     ]  # fmt: skip
     unwanted = ["matplotlib", "fastagent.analysis", *ANALYSIS_MODULES]
     check = f"bad = [m for m in {unwanted!r} if m in sys.modules]; assert not bad, bad"

@@ -48,8 +48,9 @@ def test_csv_columns_are_the_row_schema_in_order() -> None:
 def test_summary_schema_requires_every_top_level_field() -> None:
     schema = msgspec.json.decode((ROOT / "docs" / "summary.schema.json").read_bytes())
     summary = schema["$defs"]["Summary"]
-    # machine came after schema 2's first summaries: optional, so those stay valid
-    assert set(Summary.__struct_fields__) - set(summary["required"]) == {"machine"}
+    # sharding and machine came after schema 2's first summaries: optional, so those (and
+    # other stacks' that never shard) stay valid
+    assert set(Summary.__struct_fields__) - set(summary["required"]) == {"machine", "sharding"}
     assert SCHEMA_VERSION == 2
 
 

@@ -136,9 +136,12 @@ METRICS: tuple[Metric, ...] = (
     _same("interrupted_by_signal"),
     _same("csv", "text"),
     _same("versions", "mapping"),
+    _same("machine", "mapping"),
+    _same("sharding", "mapping"),
     # ---- the endpoint ----
     Metric("model", "endpoint.model", "text", _alias("llm_model", "model_name")),
     Metric("base_url", "endpoint.base_url", "text"),
+    Metric("server", "endpoint.server", "text", in_v1=False),
     Metric("simulated", "endpoint.simulated", "flag"),
     Metric("sim_started_by_bench", "endpoint.started_by_bench", "flag"),
     Metric("sim_profile", "endpoint.sim_profile", "mapping"),
