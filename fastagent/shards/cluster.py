@@ -108,7 +108,7 @@ class Cluster:
     def cost(self, benches: Iterable[int], launch_seconds: float) -> RayCost:
         """Ray's processes on this machine and their peak RSS (benches and their children
         left out)."""
-        tree = _process_tree()
+        tree = process_tree()
         rss: dict[str, float] = {"raylet": 0.0, "gcs": 0.0, "workers": 0.0, "other": 0.0}
         local = False
         for pid in _under(os.getpid(), tree, frozenset(benches)):
@@ -140,7 +140,7 @@ class Cluster:
             self.ray.shutdown()
 
 
-def _process_tree() -> dict[int, list[int]]:
+def process_tree() -> dict[int, list[int]]:
     """Every process's children, from one pass over /proc (a parent's threads fork too, so
     its main thread's children list is not enough)."""
     tree: dict[int, list[int]] = {}

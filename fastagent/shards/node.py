@@ -42,6 +42,7 @@ import msgspec
 
 from ..analysis.children import bench_command, child_env
 from ..schema import COLUMNS
+from .cluster import process_tree
 
 __all__ = ["Collected", "CsvTail", "Polled", "ShardProcess", "ShardSpec", "Started"]
 
@@ -156,19 +157,7 @@ def _child_setup(parent: int) -> None:
 
 def _children() -> set[int]:
     """The live (or unreaped) children of this process, from /proc."""
-    me, found = os.getpid(), set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 1 and int(fields[1]) == me:
-            found.add(int(entry))
-    return found
+    return set(process_tree().get(os.getpid(), ()))
 
 
 def _reap(pids: set[int], grace: float = 5.0) -> None:
