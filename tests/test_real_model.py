@@ -40,10 +40,11 @@ from fastagent.speedups import SSEParser, delta_content, extract_code
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "real_model.py"
 SLICE_TASKS = 10
-#: The 10-task slice at concurrency 10 passed 7 of 10 in each of the runs measured with the
-#: default settings (docs/real-model.md); the bound leaves room for a change of the machine's
-#: floating-point path (another CPU, other SIMD kernels) flipping a task or two.
-SLICE_MIN_PASSED = 5
+#: The first 10 tasks passed 7 of 10 in the slice runs with the default settings, and 7 and 6
+#: of 10 in bench/bench_slots.py's 20-task runs on 1 and 2 slots (results/real-model/): how
+#: requests share a batch changes the floating-point sums, so a task or two flips between
+#: runs. The bound leaves room for that and for another CPU's SIMD kernels.
+SLICE_MIN_PASSED = 4
 
 
 def _load_script() -> ModuleType:
