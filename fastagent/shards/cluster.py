@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from ..errors import RunError, UsageError
 from ..schema import RayCost
 from .node import ShardProcess
+from .proc import process_tree
 
 __all__ = ["INSTALL_HINT", "Cluster", "import_ray"]
 
@@ -138,24 +139,6 @@ class Cluster:
         """Disconnect; a local instance is shut down with it."""
         with contextlib.suppress(Exception):
             self.ray.shutdown()
-
-
-def process_tree() -> dict[int, list[int]]:
-    """Every process's children, from one pass over /proc (a parent's threads fork too, so
-    its main thread's children list is not enough)."""
-    tree: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 1:
-            tree.setdefault(int(fields[1]), []).append(int(entry))
-    return tree
 
 
 def _under(root: int, tree: dict[int, list[int]], exclude: frozenset[int]) -> list[int]:

@@ -42,7 +42,7 @@ import msgspec
 
 from ..analysis.children import bench_command, child_env
 from ..schema import COLUMNS
-from .cluster import process_tree
+from .proc import process_tree
 
 __all__ = ["Collected", "CsvTail", "Polled", "ShardProcess", "ShardSpec", "Started"]
 
