@@ -1016,7 +1016,10 @@ def run(args: argparse.Namespace) -> int:
     if result.summary is None or not csvs:
         log(f"fastagent bench exited {result.returncode} and wrote no summary")
         return 130 if result.interrupted else (result.returncode or 1)
-    csv_path, summary_path = base.with_name(base.name + ".csv"), base.with_name(base.name + "_summary.json")
+    csv_path, summary_path = (
+        base.with_name(base.name + ".csv"),
+        base.with_name(base.name + "_summary.json"),
+    )
     shutil.move(csvs[-1], csv_path)
     shutil.move(result.summary, summary_path)
     shutil.rmtree(scratch, ignore_errors=True)
