@@ -222,7 +222,7 @@ def test_bench_slice_against_real_model(server: object, tmp_path: Path) -> None:
     # the queueing side, from the server: 10 agents on fewer slots, so some requests waited
     metrics = watch.summary()
     assert metrics["scrapes"] > 0 and metrics["requests_processing_max"] >= 1, metrics
-    assert metrics["requests_deferred_max"] >= 1 and metrics["tokens_predicted"] > 0, metrics
+    assert metrics["requests_deferred_max"] >= 1 and metrics["tokens_predicted_total"] > 0, metrics
     summary = json.loads(Path(run.summary).read_text())
     assert (
         summary["endpoint"]["server"] == f"llama.cpp b{rm.LLAMA_BUILD_NUMBER}-{rm.LLAMA_CPP_COMMIT}"
