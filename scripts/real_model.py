@@ -170,7 +170,10 @@ DEFAULT_TASKS = 100
 #: never retried) and the read and call timeouts run from there. A task's own budget counts
 #: its requests' waits too: 100 agents on a few slots queue for many minutes, more than the
 #: default 1800 s task timeout allows, so the task budget is raised; see docs/real-model.md.
-QUEUE_SAFE_TIMEOUTS = ("--task-timeout", "14400")
+#: The call timeout (from the first byte) is raised too: a 1,024-token reply decodes at ~8
+#: tokens/s per slot on 4 slots of 2 CPU cores (~2 minutes), and on a shared machine the
+#: default 300 s ran out (a 10-task slice beside a 50,000-agent run).
+QUEUE_SAFE_TIMEOUTS = ("--task-timeout", "14400", "--call-timeout", "1800")
 
 STATUSES = {"passed", "failed", "error"}
 FAIL_REASON = re.compile(
