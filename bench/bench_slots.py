@@ -11,9 +11,9 @@ runtime.
     .venv/bin/python bench/bench_slots.py     # 1,2,4,8 slots; 20 tasks at concurrency 20
     .venv/bin/python bench/bench_slots.py --slots 2,4 --threads 1,2 --tasks 10
 
-Every run gets ``--task-timeout 14400 --call-timeout 1800`` (scripts/real_model.py's QUEUE_SAFE_TIMEOUTS): a
-request queued behind busy slots waits for its first byte (never retried), and the task's
-own budget has to hold those waits.
+Every run gets ``--task-timeout 14400 --call-timeout 1800`` (scripts/real_model.py's
+QUEUE_SAFE_TIMEOUTS): a request queued behind busy slots waits for its first byte (never
+retried), and the task's own budget has to hold those waits.
 """
 
 from __future__ import annotations
