@@ -14,23 +14,14 @@ the call parts' p50 / p99 in milliseconds (docs/results.md, llama-server's split
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, table
-
-
-def _bench_slots() -> Any:
-    """bench_slots (and, through it, scripts/real_model.py) loaded from their files."""
-    spec = importlib.util.spec_from_file_location("bench_slots", ROOT / "bench" / "bench_slots.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+import bench_slots  # bench/ is on sys.path: the slots bench's one_level and its real_model
+from _common import table
 
 
 def _ms(d: dict[str, Any]) -> str:
@@ -58,8 +49,7 @@ def main() -> int:
     agents = [int(x) for x in args.agents.split(",")]
     if any(a > args.slots for a in agents):
         parser.error("every agent count must be at most --slots (no queue is the point)")
-    slots_bench = _bench_slots()
-    rm = slots_bench.rm
+    rm = bench_slots.rm
     args.threads = args.threads or rm.DEFAULT_THREADS
     args.max_tokens = args.max_tokens or rm.DEFAULT_MAX_TOKENS
     args.ctx_per_slot = args.ctx_per_slot or rm.DEFAULT_CTX_PER_SLOT
@@ -73,7 +63,7 @@ def main() -> int:
             )  # fmt: skip
             work = Path(tmp) / f"agents{n}"
             work.mkdir()
-            level = slots_bench.one_level(binary, model, args.slots, args.threads, ns, work)
+            level = bench_slots.one_level(binary, model, args.slots, args.threads, ns, work)
             level["agents"] = n
             levels.append(level)
             p = level["parts"]
